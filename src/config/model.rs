@@ -1,0 +1,132 @@
+//! A config file after validation: every default applied, every name resolved, every address parsed.
+//!
+//! Nothing downstream of here re-checks the file; code that holds a `GatewayConfig` may rely on its
+//! invariants (pools referenced by tenants and hosts exist, hosts are canonical and claimed once).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderName;
+
+use crate::tenant::{TenantId, TenantStatus};
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// The file this was loaded from; relative paths inside it are relative to its folder.
+    pub path: PathBuf,
+    pub gateway: GatewaySettings,
+    pub admin: AdminSettings,
+    pub routing: RoutingConfig,
+}
+
+/// Settings fixed for the life of a process (changing them needs a restart or binary upgrade).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    pub http_listen: SocketAddr,
+    pub threads: usize,
+    pub access_log: bool,
+    pub log_format: LogFormat,
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
+/// What the routing table is built from.
+#[derive(Debug, Clone)]
+pub struct RoutingConfig {
+    /// Canonical, longest first, so the most specific base domain matches.
+    pub base_domains: Vec<String>,
+    pub tenant_header: HeaderName,
+    pub pools: Vec<PoolConfig>,
+    pub tenants: Vec<TenantConfig>,
+    pub hosts: Vec<HostConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub name: String,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub balancing: Balancing,
+    pub health_check: Option<HealthCheckConfig>,
+    pub timeouts: PoolTimeouts,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamConfig {
+    /// The address as the operator wrote it (`10.0.0.5:8080`, `backend.internal:8080`), for logs.
+    pub label: String,
+    pub addr: SocketAddr,
+}
+
+/// How a pool spreads requests over its available upstreams.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balancing {
+    /// Each upstream in turn.
+    RoundRobin,
+    /// The less busy of two upstreams picked at random ("power of two choices"): follows slow upstreams
+    /// without the herding of a strict least-connections scan.
+    LeastRequest,
+}
+
+impl Balancing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balancing::RoundRobin => "round_robin",
+            Balancing::LeastRequest => "least_request",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolTimeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+    /// How long an upstream that failed a connection is left out before it is tried again.
+    pub fail: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckConfig {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET path` must answer 200.
+    Http { path: String, host: Option<String> },
+    /// A TCP connection must open.
+    Tcp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantConfig {
+    pub id: TenantId,
+    pub name: String,
+    pub status: TenantStatus,
+    pub pool: String,
+    /// Canonical exact hosts of this tenant besides its subdomains.
+    pub domains: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    /// Canonical host name.
+    pub host: String,
+    pub pool: String,
+}

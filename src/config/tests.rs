@@ -1,0 +1,309 @@
+//! The checks `tenantgate check` reports, exercised on TOML text.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::model::{Balancing, Probe};
+use super::{load_str, ConfigErrors, GatewayConfig};
+use crate::tenant::TenantStatus;
+
+const VALID: &str = r#"
+[gateway]
+http_listen  = "0.0.0.0:8080"
+base_domains = ["yourapp.test"]
+tenant_header = "X-Tenant-ID"
+threads = 2
+access_log = true
+
+[admin]
+listen = "127.0.0.1:9900"
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001", "127.0.0.1:9002"]
+health_check = { path = "/healthz", interval_ms = 1000 }
+
+[pools.acme-dedicated]
+upstreams = ["127.0.0.1:9101"]
+
+[pools.admin]
+upstreams = ["127.0.0.1:9201"]
+load_balancing = "least_request"
+
+[tenants.acme]
+name   = "Acme Corp"
+status = "active"
+pool   = "shared"
+domains = ["api-acme-corp.factory.test"]
+
+[tenants.globex]
+status = "suspended"
+pool = "shared"
+
+[hosts."admin.yourapp.test"]
+pool = "admin"
+"#;
+
+fn ok(text: &str) -> GatewayConfig {
+    match load_str(Path::new("gateway.toml"), text) {
+        Ok(c) => c,
+        Err(e) => panic!("expected a valid config, got:\n{e}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load_str(Path::new("gateway.toml"), text) {
+        Ok(_) => panic!("expected errors, the config was accepted"),
+        Err(e) => lines(&e),
+    }
+}
+
+fn lines(e: &ConfigErrors) -> Vec<String> {
+    e.lines().collect()
+}
+
+#[test]
+fn the_documented_example_is_valid_with_defaults_applied() {
+    let c = ok(VALID);
+    assert_eq!(c.gateway.http_listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(c.gateway.threads, 2);
+    assert_eq!(c.admin.listen.to_string(), "127.0.0.1:9900");
+    assert_eq!(c.routing.tenant_header.as_str(), "x-tenant-id");
+    assert_eq!(c.routing.base_domains, ["yourapp.test"]);
+
+    let shared = &c.routing.pools[0];
+    assert_eq!(shared.name, "shared");
+    assert_eq!(shared.upstreams.len(), 2);
+    assert_eq!(shared.balancing, Balancing::RoundRobin);
+    let hc = shared.health_check.as_ref().expect("health check");
+    assert_eq!(
+        hc.probe,
+        Probe::Http {
+            path: "/healthz".into(),
+            host: None
+        }
+    );
+    assert_eq!(hc.interval, Duration::from_millis(1000));
+    assert_eq!(c.routing.pools[2].balancing, Balancing::LeastRequest);
+
+    let acme = &c.routing.tenants[0];
+    assert_eq!(
+        (acme.id.as_str(), acme.name.as_str()),
+        ("acme", "Acme Corp")
+    );
+    assert_eq!(acme.domains, ["api-acme-corp.factory.test"]);
+    let globex = &c.routing.tenants[1];
+    assert_eq!(
+        (globex.name.as_str(), globex.status),
+        ("globex", TenantStatus::Suspended)
+    );
+    assert_eq!(c.routing.hosts[0].host, "admin.yourapp.test");
+}
+
+#[test]
+fn every_error_is_reported_at_once_with_line_column_and_key() {
+    let text = r#"[gateway]
+http_listen = "localhost"
+base_domains = ["yourapp.test"]
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+helth_check = { path = "/healthz" }
+
+[pools.empty]
+upstreams = []
+
+[tenants.acme]
+pool = "sharde"
+domains = ["shop.acme.test"]
+
+[tenants.Bad_Id]
+pool = "shared"
+
+[tenants.globex]
+pool = "shared"
+domains = ["SHOP.acme.test"]
+colour = "blue"
+"#;
+    assert_eq!(
+        errors(text),
+        [
+            r#"gateway.toml:7:1: pools.shared.helth_check: unknown key (the README's configuration reference lists them)"#,
+            r#"gateway.toml:22:1: tenants.globex.colour: unknown key (the README's configuration reference lists them)"#,
+            r#"gateway.toml:2:15: gateway.http_listen: bad address "localhost": expected IP:PORT, for example 0.0.0.0:8080 or [::]:8080"#,
+            r#"gateway.toml:10:13: pools.empty.upstreams: empty pool: list at least one upstream as "IP:PORT" or "HOST:PORT""#,
+            r#"gateway.toml:13:8: tenants.acme.pool: unknown pool "sharde" (pools are: empty, shared)"#,
+            r#"gateway.toml:16:10: tenants.Bad_Id: invalid tenant id "Bad_Id": may only contain lowercase letters, digits and '-'"#,
+            r#"gateway.toml:21:12: tenants.globex.domains[0]: host "shop.acme.test" is already claimed by tenant "acme" at tenants.acme.domains[0]"#,
+        ]
+    );
+}
+
+#[test]
+fn a_type_error_names_the_field_inside_the_entry_and_others_are_still_checked() {
+    let text = r#"
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+status = "actve"
+
+[tenants.globex]
+pool = "nope"
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("gateway.toml:7:10: tenants.acme.status: unknown variant `actve`"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[1].starts_with("gateway.toml:10:8: tenants.globex.pool: unknown pool \"nope\""));
+}
+
+#[test]
+fn a_broken_pool_is_not_also_reported_as_unknown_by_its_tenants() {
+    let text = r#"
+[pools.shared]
+upstreams = "127.0.0.1:9001"
+
+[tenants.acme]
+pool = "shared"
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("gateway.toml:3:13: pools.shared.upstreams: invalid type"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn invalid_toml_is_one_error_at_its_position() {
+    let errs = errors("[gateway]\nthreads = = 2\n");
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].starts_with("gateway.toml:2:"), "{}", errs[0]);
+    assert!(errs[0].contains("invalid TOML"), "{}", errs[0]);
+}
+
+#[test]
+fn unknown_sections_and_tenants_without_pools_are_refused() {
+    let errs = errors("[tenant.acme]\npool = \"shared\"\n\n[tenants.globex]\nname = \"Globex\"\n");
+    assert_eq!(
+        errs,
+        [
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, pools, tenants, hosts"#,
+            r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
+        ]
+    );
+}
+
+#[test]
+fn addresses_are_checked() {
+    let text = r#"
+[gateway]
+http_listen = "127.0.0.1:8080"
+
+[admin]
+listen = "0.0.0.0:8080"
+
+[pools.p]
+upstreams = ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "localhost:9001", "127.0.0.1:9001"]
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    assert!(
+        errs[0].contains("admin.listen: 0.0.0.0:8080 overlaps gateway.http_listen"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("pools.p.upstreams[0]: bad address \"127.0.0.1\": missing port"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("pools.p.upstreams[1]: bad address \"127.0.0.1:0\": port 0"),
+        "{}",
+        errs[2]
+    );
+    assert!(
+        errs[3].contains("pools.p.upstreams[2]: bad address \"127.0.0.1:99999\": port \"99999\""),
+        "{}",
+        errs[3]
+    );
+    // localhost resolves to 127.0.0.1 (and maybe ::1), so the literal after it is a duplicate.
+    assert!(
+        errs[4].contains(
+            "pools.p.upstreams[4]: \"127.0.0.1:9001\" (127.0.0.1:9001) is already in this pool"
+        ),
+        "{}",
+        errs[4]
+    );
+}
+
+#[test]
+fn an_exact_host_may_not_take_another_tenants_subdomain() {
+    let text = r#"
+[gateway]
+base_domains = ["yourapp.test"]
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+domains = ["globex.yourapp.test", "acme.yourapp.test"]
+
+[tenants.globex]
+pool = "shared"
+
+[hosts."acme.yourapp.test"]
+pool = "shared"
+"#;
+    let errs = errors(text);
+    assert_eq!(
+        errs,
+        [
+            r#"gateway.toml:15:8: hosts."acme.yourapp.test": host "acme.yourapp.test" is already claimed by tenant "acme" at tenants.acme.domains[1]"#,
+            r#"gateway.toml:10:12: tenants.acme.domains[0]: "globex.yourapp.test" is the subdomain of tenant "globex"; routing it to tenant "acme" would take "globex"'s traffic"#,
+        ]
+    );
+}
+
+#[test]
+fn gateway_settings_are_range_checked() {
+    let text = r#"
+[gateway]
+threads = 0
+tenant_header = "X-Forwarded-For"
+base_domains = ["*.yourapp.test", "yourapp.test", "YourApp.test."]
+
+[pools.p]
+upstreams = ["127.0.0.1:9001"]
+connect_timeout_ms = 0
+health_check = { path = "healthz", interval_ms = 10, unhealthy_threshold = 0 }
+"#;
+    let errs = errors(text);
+    let keys: Vec<&str> = errs
+        .iter()
+        .map(|e| e.split(": ").next().unwrap_or(""))
+        .collect();
+    assert_eq!(errs.len(), 8, "{errs:#?}");
+    for (e, want) in errs.iter().zip([
+        "gateway.threads: 0 worker threads",
+        "gateway.base_domains[0]: base domain \"*.yourapp.test\" wildcards are not supported",
+        "gateway.base_domains[2]: \"yourapp.test\" is listed twice",
+        "gateway.tenant_header: \"X-Forwarded-For\" is a header the gateway sets",
+        "pools.p.health_check.path: \"healthz\" is not a request path",
+        "pools.p.health_check.interval_ms: 10 ms is too short; the least allowed is 100 ms",
+        "pools.p.health_check.unhealthy_threshold: must be at least 1",
+        "pools.p.connect_timeout_ms: 0 ms is too short; the least allowed is 1 ms",
+    ]) {
+        assert!(
+            e.contains(want),
+            "{e}\n  should contain {want}\n  keys: {keys:?}"
+        );
+    }
+}

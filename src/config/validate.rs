@@ -1,0 +1,617 @@
+//! From the file as written to a `GatewayConfig` the gateway can trust, collecting every error.
+//!
+//! Validation never stops at the first problem and never panics: an operator fixing a file should see
+//! the whole list in one run of `tenantgate check`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::error::{ConfigError, KeyPath};
+use super::file::{
+    AdminFile, FileConfig, GatewayFile, HealthCheckFile, HostFile, LoadBalancingFile,
+    LogFormatFile, PoolFile, TenantFile, TenantStatusFile,
+};
+use super::model::{
+    AdminSettings, Balancing, GatewayConfig, GatewaySettings, HealthCheckConfig, HostConfig,
+    LogFormat, PoolConfig, PoolTimeouts, Probe, RoutingConfig, TenantConfig, UpstreamConfig,
+};
+use crate::routing::host::canonical_domain;
+use crate::tenant::{check_slug, TenantId, TenantStatus};
+
+pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
+pub const DEFAULT_TENANT_HEADER: &str = "X-Tenant-ID";
+pub const MAX_THREADS: usize = 1024;
+
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+const DEFAULT_FAIL_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_CHECK_INTERVAL_MS: u64 = 2_000;
+const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
+const MIN_CHECK_INTERVAL_MS: u64 = 100;
+const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+
+/// Headers the gateway itself sets or that carry the framing of a request: the tenant header may be
+/// none of them, or the gateway would corrupt requests or let a client's copy through.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-request-id",
+];
+
+/// Checks a decoded file and builds the model from it. `path` is only recorded, not read.
+pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
+    let mut v = Validator::default();
+    let gateway = v.gateway(&file.gateway);
+    let admin = v.admin(&file.admin, gateway.http_listen);
+    let base_domains = v.base_domains(&file.gateway.base_domains);
+    let tenant_header = v.tenant_header(file.gateway.tenant_header.as_deref());
+
+    let pool_names: Vec<&str> = file.pools.iter().map(|e| e.name.as_str()).collect();
+    let pools = file
+        .pools
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
+        .filter_map(|(name, pool)| v.pool(name, pool))
+        .collect();
+
+    let mut claims = Claims::default();
+    let tenants: Vec<TenantConfig> = file
+        .tenants
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
+        .filter_map(|(id, tenant)| v.tenant(id, tenant, &pool_names, &mut claims))
+        .collect();
+    let hosts = file
+        .hosts
+        .iter()
+        .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
+        .filter_map(|(name, host)| v.host(name, host, &pool_names, &mut claims))
+        .collect();
+
+    let tenant_ids: Vec<&str> = file.tenants.iter().map(|e| e.name.as_str()).collect();
+    v.no_shadowed_subdomains(&claims, &base_domains, &tenant_ids);
+
+    if !v.errors.is_empty() {
+        return Err(v.errors);
+    }
+    Ok(GatewayConfig {
+        path: path.to_path_buf(),
+        gateway,
+        admin,
+        routing: RoutingConfig {
+            base_domains,
+            tenant_header,
+            pools,
+            tenants,
+            hosts,
+        },
+    })
+}
+
+/// Who owns an exact host name, and where the operator said so.
+struct Claim {
+    owner: Owner,
+    at: ConfigError,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Owner {
+    Tenant(String),
+    Host,
+}
+
+#[derive(Default)]
+struct Claims {
+    by_host: HashMap<String, Claim>,
+    order: Vec<String>,
+}
+
+#[derive(Default)]
+struct Validator {
+    errors: Vec<ConfigError>,
+}
+
+impl Validator {
+    fn gateway(&mut self, g: &GatewayFile) -> GatewaySettings {
+        let at = KeyPath::root().key("gateway");
+        let http_listen = self.listen_address(
+            at.key("http_listen"),
+            g.http_listen.as_deref().unwrap_or(DEFAULT_HTTP_LISTEN),
+        );
+        let threads = match g.threads {
+            Some(n) if (1..=MAX_THREADS).contains(&n) => n,
+            Some(n) => {
+                self.errors.push(ConfigError::at_value(
+                    at.key("threads"),
+                    format!("{n} worker threads: use 1 to {MAX_THREADS}, or leave it out for one per core"),
+                ));
+                1
+            }
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+        GatewaySettings {
+            http_listen,
+            threads,
+            access_log: g.access_log.unwrap_or(true),
+            log_format: match g.log_format {
+                None | Some(LogFormatFile::Text) => LogFormat::Text,
+                Some(LogFormatFile::Json) => LogFormat::Json,
+            },
+            h2c: g.h2c.unwrap_or(false),
+        }
+    }
+
+    fn admin(&mut self, a: &AdminFile, http_listen: SocketAddr) -> AdminSettings {
+        let key = KeyPath::root().key("admin").key("listen");
+        let listen = self.listen_address(
+            key.clone(),
+            a.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        );
+        let overlaps = listen.port() == http_listen.port()
+            && (listen.ip() == http_listen.ip()
+                || listen.ip().is_unspecified()
+                || http_listen.ip().is_unspecified());
+        if overlaps && listen.port() != 0 {
+            self.errors.push(ConfigError::at_value(
+                key,
+                format!("{listen} overlaps gateway.http_listen ({http_listen}); the admin API needs its own port"),
+            ));
+        }
+        AdminSettings { listen }
+    }
+
+    fn listen_address(&mut self, key: KeyPath, text: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|_| {
+            self.errors.push(ConfigError::at_value(
+                key,
+                format!(
+                    "bad address {text:?}: expected IP:PORT, for example 0.0.0.0:8080 or [::]:8080"
+                ),
+            ));
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        })
+    }
+
+    fn base_domains(&mut self, domains: &[String]) -> Vec<String> {
+        let at = KeyPath::root().key("gateway").key("base_domains");
+        let mut out: Vec<String> = Vec::new();
+        for (i, domain) in domains.iter().enumerate() {
+            match canonical_domain(domain) {
+                Ok(d) if out.contains(&d) => self.errors.push(ConfigError::at_value(
+                    at.index(i),
+                    format!("{d:?} is listed twice"),
+                )),
+                Ok(d) => out.push(d),
+                Err(e) => self.errors.push(ConfigError::at_value(
+                    at.index(i),
+                    format!("base domain {domain:?} {e}"),
+                )),
+            }
+        }
+        // Longest first: with `yourapp.test` and `eu.yourapp.test`, `acme.eu.yourapp.test` is tenant
+        // `acme` under the more specific base domain.
+        out.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        out
+    }
+
+    fn tenant_header(&mut self, name: Option<&str>) -> HeaderName {
+        let key = KeyPath::root().key("gateway").key("tenant_header");
+        let name = name.unwrap_or(DEFAULT_TENANT_HEADER);
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
+                self.errors.push(ConfigError::at_value(
+                    key,
+                    format!("{name:?} is a header the gateway sets or that frames the request; choose another name"),
+                ));
+                h
+            }
+            Ok(h) => h,
+            Err(_) => {
+                self.errors.push(ConfigError::at_value(
+                    key,
+                    format!("{name:?} is not a valid HTTP header name"),
+                ));
+                HeaderName::from_static("x-tenant-id")
+            }
+        }
+    }
+
+    fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {
+        let at = KeyPath::root().key("pools").key(name);
+        let before = self.errors.len();
+        if let Err(e) = check_slug(name) {
+            self.errors.push(ConfigError::at_key(
+                at.clone(),
+                format!("invalid pool name {name:?}: {e}"),
+            ));
+        }
+        if p.upstreams.is_empty() {
+            self.errors.push(ConfigError::at_value(
+                at.key("upstreams"),
+                "empty pool: list at least one upstream as \"IP:PORT\" or \"HOST:PORT\"",
+            ));
+        }
+        let mut upstreams: Vec<UpstreamConfig> = Vec::new();
+        for (i, text) in p.upstreams.iter().enumerate() {
+            let key = at.key("upstreams").index(i);
+            match resolve_upstream(text) {
+                Ok(addrs) => {
+                    for addr in addrs {
+                        if upstreams.iter().any(|u| u.addr == addr) {
+                            self.errors.push(ConfigError::at_value(
+                                key.clone(),
+                                format!("{text:?} ({addr}) is already in this pool"),
+                            ));
+                        } else {
+                            upstreams.push(UpstreamConfig {
+                                label: text.clone(),
+                                addr,
+                            });
+                        }
+                    }
+                }
+                Err(why) => self.errors.push(ConfigError::at_value(
+                    key,
+                    format!("bad address {text:?}: {why}"),
+                )),
+            }
+        }
+        let health_check = p
+            .health_check
+            .as_ref()
+            .map(|hc| self.health_check(&at.key("health_check"), hc));
+        let timeouts = PoolTimeouts {
+            connect: self.millis(
+                &at,
+                "connect_timeout_ms",
+                p.connect_timeout_ms,
+                DEFAULT_CONNECT_TIMEOUT_MS,
+                1,
+            ),
+            read: self.millis(
+                &at,
+                "read_timeout_ms",
+                p.read_timeout_ms,
+                DEFAULT_READ_TIMEOUT_MS,
+                1,
+            ),
+            write: self.millis(
+                &at,
+                "write_timeout_ms",
+                p.write_timeout_ms,
+                DEFAULT_WRITE_TIMEOUT_MS,
+                1,
+            ),
+            idle: self.millis(
+                &at,
+                "idle_timeout_ms",
+                p.idle_timeout_ms,
+                DEFAULT_IDLE_TIMEOUT_MS,
+                1,
+            ),
+            fail: self.millis(
+                &at,
+                "fail_timeout_ms",
+                p.fail_timeout_ms,
+                DEFAULT_FAIL_TIMEOUT_MS,
+                0,
+            ),
+        };
+        (self.errors.len() == before).then(|| PoolConfig {
+            name: name.to_owned(),
+            upstreams,
+            balancing: match p.load_balancing {
+                None | Some(LoadBalancingFile::RoundRobin) => Balancing::RoundRobin,
+                Some(LoadBalancingFile::LeastRequest) => Balancing::LeastRequest,
+            },
+            health_check,
+            timeouts,
+        })
+    }
+
+    fn health_check(&mut self, at: &KeyPath, hc: &HealthCheckFile) -> HealthCheckConfig {
+        let probe = match &hc.path {
+            None => Probe::Tcp,
+            Some(path) => {
+                if !path.starts_with('/')
+                    || path
+                        .bytes()
+                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+                {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("path"),
+                        format!("{path:?} is not a request path: it must start with '/' and have no spaces"),
+                    ));
+                }
+                if let Some(host) = &hc.host {
+                    if host.is_empty() || HeaderValue::from_str(host).is_err() {
+                        self.errors.push(ConfigError::at_value(
+                            at.key("host"),
+                            format!("{host:?} is not usable as a Host header"),
+                        ));
+                    }
+                }
+                Probe::Http {
+                    path: path.clone(),
+                    host: hc.host.clone(),
+                }
+            }
+        };
+        if hc.path.is_none() && hc.host.is_some() {
+            self.errors.push(ConfigError::at_key(
+                at.key("host"),
+                "`host` applies to HTTP checks only; add a `path` or remove `host`",
+            ));
+        }
+        HealthCheckConfig {
+            probe,
+            interval: self.millis(
+                at,
+                "interval_ms",
+                hc.interval_ms,
+                DEFAULT_CHECK_INTERVAL_MS,
+                MIN_CHECK_INTERVAL_MS,
+            ),
+            timeout: self.millis(at, "timeout_ms", hc.timeout_ms, DEFAULT_CHECK_TIMEOUT_MS, 1),
+            healthy_threshold: self.threshold(
+                at,
+                "healthy_threshold",
+                hc.healthy_threshold,
+                DEFAULT_HEALTHY_THRESHOLD,
+            ),
+            unhealthy_threshold: self.threshold(
+                at,
+                "unhealthy_threshold",
+                hc.unhealthy_threshold,
+                DEFAULT_UNHEALTHY_THRESHOLD,
+            ),
+        }
+    }
+
+    fn millis(
+        &mut self,
+        at: &KeyPath,
+        key: &str,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+    ) -> Duration {
+        let ms = value.unwrap_or(default);
+        if ms < min {
+            self.errors.push(ConfigError::at_value(
+                at.key(key),
+                format!("{ms} ms is too short; the least allowed is {min} ms"),
+            ));
+        }
+        Duration::from_millis(ms)
+    }
+
+    fn threshold(&mut self, at: &KeyPath, key: &str, value: Option<u32>, default: u32) -> u32 {
+        let n = value.unwrap_or(default);
+        if n == 0 {
+            self.errors.push(ConfigError::at_value(
+                at.key(key),
+                "must be at least 1 consecutive check",
+            ));
+        }
+        n.max(1)
+    }
+
+    fn tenant(
+        &mut self,
+        id: &str,
+        t: &TenantFile,
+        pool_names: &[&str],
+        claims: &mut Claims,
+    ) -> Option<TenantConfig> {
+        let at = KeyPath::root().key("tenants").key(id);
+        let before = self.errors.len();
+        let tenant_id = TenantId::parse(id)
+            .map_err(|e| {
+                self.errors.push(ConfigError::at_key(
+                    at.clone(),
+                    format!("invalid tenant id {id:?}: {e}"),
+                ))
+            })
+            .ok();
+        let pool = self.pool_reference(&at, t.pool.as_deref(), pool_names, "tenant");
+        let mut domains = Vec::new();
+        for (i, domain) in t.domains.iter().enumerate() {
+            let key = at.key("domains").index(i);
+            match canonical_domain(domain) {
+                Ok(d) => {
+                    let at = ConfigError::at_value(key, "");
+                    if claims.claim(self, &d, Owner::Tenant(id.to_owned()), at) {
+                        domains.push(d);
+                    }
+                }
+                Err(e) => self
+                    .errors
+                    .push(ConfigError::at_value(key, format!("domain {domain:?} {e}"))),
+            }
+        }
+        let (Some(id), Some(pool)) = (tenant_id, pool) else {
+            return None;
+        };
+        (self.errors.len() == before).then(|| TenantConfig {
+            name: t.name.clone().unwrap_or_else(|| id.to_string()),
+            id,
+            status: match t.status {
+                None | Some(TenantStatusFile::Active) => TenantStatus::Active,
+                Some(TenantStatusFile::Suspended) => TenantStatus::Suspended,
+            },
+            pool,
+            domains,
+        })
+    }
+
+    fn host(
+        &mut self,
+        name: &str,
+        h: &HostFile,
+        pool_names: &[&str],
+        claims: &mut Claims,
+    ) -> Option<HostConfig> {
+        let at = KeyPath::root().key("hosts").key(name);
+        let pool = self.pool_reference(&at, h.pool.as_deref(), pool_names, "reserved host");
+        let host = match canonical_domain(name) {
+            Ok(host) => {
+                let at = ConfigError::at_key(at, "");
+                claims.claim(self, &host, Owner::Host, at).then_some(host)
+            }
+            Err(e) => {
+                self.errors
+                    .push(ConfigError::at_key(at, format!("host {name:?} {e}")));
+                None
+            }
+        };
+        Some(HostConfig {
+            host: host?,
+            pool: pool?,
+        })
+    }
+
+    fn pool_reference(
+        &mut self,
+        at: &KeyPath,
+        pool: Option<&str>,
+        pool_names: &[&str],
+        what: &str,
+    ) -> Option<String> {
+        let Some(pool) = pool else {
+            self.errors.push(ConfigError::at_key(
+                at.clone(),
+                format!("missing `pool`: every {what} is routed to a pool"),
+            ));
+            return None;
+        };
+        if pool_names.contains(&pool) {
+            return Some(pool.to_owned());
+        }
+        let mut known = pool_names.to_vec();
+        known.sort_unstable();
+        let known = if known.is_empty() {
+            "no pools are defined".to_owned()
+        } else {
+            format!("pools are: {}", known.join(", "))
+        };
+        self.errors.push(ConfigError::at_value(
+            at.key("pool"),
+            format!("unknown pool {pool:?} ({known})"),
+        ));
+        None
+    }
+
+    /// An exact host wins over subdomain matching, so an exact host equal to `<tenant>.<base domain>`
+    /// would silently take that tenant's traffic to someone else's pool. Refuse it.
+    fn no_shadowed_subdomains(
+        &mut self,
+        claims: &Claims,
+        base_domains: &[String],
+        tenant_ids: &[&str],
+    ) {
+        for host in &claims.order {
+            let Some(claim) = claims.by_host.get(host) else {
+                continue;
+            };
+            for base in base_domains {
+                let Some(label) = host
+                    .strip_suffix(base.as_str())
+                    .and_then(|rest| rest.strip_suffix('.'))
+                else {
+                    continue;
+                };
+                if label.contains('.') || !tenant_ids.contains(&label) {
+                    continue;
+                }
+                if claim.owner == Owner::Tenant(label.to_owned()) {
+                    continue;
+                }
+                let owner = match &claim.owner {
+                    Owner::Tenant(t) => format!("tenant {t:?}"),
+                    Owner::Host => "a reserved host".to_owned(),
+                };
+                self.errors.push(ConfigError {
+                    message: format!("{host:?} is the subdomain of tenant {label:?}; routing it to {owner} would take {label:?}'s traffic"),
+                    ..claim.at.clone()
+                });
+            }
+        }
+    }
+}
+
+impl Claims {
+    /// Records that `owner` routes `host`; reports and refuses a host that is already claimed.
+    /// `at` says where the claim is written (its message is filled in here).
+    fn claim(&mut self, v: &mut Validator, host: &str, owner: Owner, at: ConfigError) -> bool {
+        if let Some(first) = self.by_host.get(host) {
+            let who = match &first.owner {
+                Owner::Tenant(t) => format!("tenant {t:?}"),
+                Owner::Host => "a reserved host".to_owned(),
+            };
+            v.errors.push(ConfigError {
+                message: format!(
+                    "host {host:?} is already claimed by {who} at {}",
+                    first.at.key
+                ),
+                ..at
+            });
+            return false;
+        }
+        self.order.push(host.to_owned());
+        self.by_host.insert(host.to_owned(), Claim { owner, at });
+        true
+    }
+}
+
+/// Parses `IP:PORT` or resolves `HOST:PORT` (every address it resolves to, as nginx does). Runs at
+/// load time only: Pingora's peers must never resolve names on the request path.
+fn resolve_upstream(text: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return if addr.port() == 0 {
+            Err("port 0 cannot be connected to".into())
+        } else {
+            Ok(vec![addr])
+        };
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("missing port: write it as HOST:PORT".into());
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port {port:?} is not a number from 1 to 65535"))?;
+    if port == 0 {
+        return Err("port 0 cannot be connected to".into());
+    }
+    if host.is_empty() || host.contains(['[', ']', '/', ' ', '@']) {
+        return Err("expected IP:PORT or HOST:PORT".into());
+    }
+    let mut addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs.dedup();
+    if addrs.is_empty() {
+        return Err(format!("{host:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
