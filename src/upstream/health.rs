@@ -1,0 +1,202 @@
+//! Active health checks: each upstream of a pool with `health_check` is probed on its interval (HTTP
+//! `GET path` expecting 200, or a TCP connect), and flips between healthy and unhealthy after the
+//! configured number of consecutive results. Probes are Pingora's own (`HttpHealthCheck`,
+//! `TcpHealthCheck`); the thresholds and the state they drive are ours, shared with the request path
+//! through `UpstreamState`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::http::RequestHeader;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::Backend;
+use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::task::JoinSet;
+
+use super::{Pool, Upstream, UpstreamState};
+use crate::config::model::{HealthCheckConfig, Probe};
+use crate::metrics::Metrics;
+use crate::routing::TableHandle;
+
+/// Counts consecutive probe results that disagree with the current verdict.
+#[derive(Debug, Default)]
+pub struct Streak {
+    against: u32,
+}
+
+impl Streak {
+    /// Feeds one probe result; returns the new verdict when the streak reaches its threshold.
+    pub fn observe(&mut self, passed: bool, healthy: bool, rise: u32, fall: u32) -> Option<bool> {
+        if passed == healthy {
+            self.against = 0;
+            return None;
+        }
+        self.against += 1;
+        let needed = if passed { rise } else { fall };
+        if self.against >= needed {
+            self.against = 0;
+            Some(passed)
+        } else {
+            None
+        }
+    }
+}
+
+/// Runs the health checks of the routing table's pools until the server shuts down.
+pub struct HealthChecker {
+    table: Arc<TableHandle>,
+}
+
+impl HealthChecker {
+    pub fn new(table: Arc<TableHandle>) -> Self {
+        HealthChecker { table }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let table = self.table.load();
+        let mut probes = JoinSet::new();
+        for pool in table.pools() {
+            let Some(check) = &pool.config.health_check else {
+                continue;
+            };
+            for upstream in pool.upstreams() {
+                probes.spawn(watch_upstream(Target::new(pool, upstream), check.clone()));
+            }
+        }
+        // Probes run until shutdown; they never finish by themselves.
+        let _ = shutdown.changed().await;
+        probes.abort_all();
+    }
+}
+
+/// What one probe loop watches.
+struct Target {
+    pool: String,
+    label: String,
+    backend: Backend,
+    state: Arc<UpstreamState>,
+}
+
+impl Target {
+    fn new(pool: &Pool, upstream: &Upstream) -> Self {
+        Target {
+            pool: pool.name().to_owned(),
+            label: upstream.label.clone(),
+            backend: Backend {
+                addr: PingoraAddr::Inet(upstream.addr),
+                weight: 1,
+                ext: Default::default(),
+            },
+            state: Arc::clone(&upstream.state),
+        }
+    }
+}
+
+fn probe_for(check: &HealthCheckConfig, target: &Target) -> Box<dyn HealthCheck + Send + Sync> {
+    match &check.probe {
+        Probe::Tcp => {
+            let mut tcp = TcpHealthCheck::new();
+            tcp.peer_template.options.connection_timeout = Some(check.timeout);
+            tcp
+        }
+        Probe::Http { path, host } => {
+            let host = host
+                .clone()
+                .unwrap_or_else(|| target.backend.addr.to_string());
+            let mut http = HttpHealthCheck::new(&host, false);
+            match RequestHeader::build("GET", path.as_bytes(), None) {
+                Ok(mut req) => {
+                    // Validated at load time; a failure here would only keep the default path.
+                    if req.insert_header(http::header::HOST, host.as_str()).is_ok() {
+                        http.req = req;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %target.pool, error = %e, "health check path not usable")
+                }
+            }
+            http.peer_template.options.connection_timeout = Some(check.timeout);
+            http.peer_template.options.read_timeout = Some(check.timeout);
+            Box::new(http)
+        }
+    }
+}
+
+async fn watch_upstream(target: Target, check: HealthCheckConfig) {
+    let probe = probe_for(&check, &target);
+    let metrics = Metrics::get();
+    let gauge = metrics.upstream_healthy(&target.pool, &target.label);
+    gauge.set(i64::from(target.state.is_healthy()));
+    let mut streak = Streak::default();
+    let mut ticks = tokio::time::interval(check.interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        // The probe has its own connect and read timeouts; this bounds anything else it might do.
+        let outcome = tokio::time::timeout(
+            check.timeout * 2 + Duration::from_millis(100),
+            probe.check(&target.backend),
+        )
+        .await;
+        let passed = matches!(outcome, Ok(Ok(())));
+        let healthy = target.state.is_healthy();
+        match streak.observe(
+            passed,
+            healthy,
+            check.healthy_threshold,
+            check.unhealthy_threshold,
+        ) {
+            Some(true) => {
+                target.state.set_healthy(true);
+                tracing::info!(pool = %target.pool, upstream = %target.label, "upstream is healthy again");
+            }
+            Some(false) => {
+                target.state.set_healthy(false);
+                let reason = match outcome {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::warn!(pool = %target.pool, upstream = %target.label, %reason, "upstream failed its health check");
+            }
+            // A passing probe of a healthy upstream also ends a passive ejection early.
+            None if passed && healthy && target.state.is_ejected() => {
+                target.state.set_healthy(true)
+            }
+            None => {}
+        }
+        gauge.set(i64::from(target.state.is_healthy()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Streak;
+
+    #[test]
+    fn flips_only_after_the_threshold_of_consecutive_results() {
+        let mut s = Streak::default();
+        // Healthy, fall = 3: two failures and a pass reset the streak.
+        assert_eq!(s.observe(false, true, 2, 3), None);
+        assert_eq!(s.observe(false, true, 2, 3), None);
+        assert_eq!(s.observe(true, true, 2, 3), None);
+        assert_eq!(s.observe(false, true, 2, 3), None);
+        assert_eq!(s.observe(false, true, 2, 3), None);
+        assert_eq!(s.observe(false, true, 2, 3), Some(false));
+        // Unhealthy, rise = 2.
+        assert_eq!(s.observe(true, false, 2, 3), None);
+        assert_eq!(s.observe(true, false, 2, 3), Some(true));
+    }
+
+    #[test]
+    fn a_threshold_of_one_flips_at_once() {
+        let mut s = Streak::default();
+        assert_eq!(s.observe(false, true, 1, 1), Some(false));
+        assert_eq!(s.observe(true, false, 1, 1), Some(true));
+    }
+}

@@ -1,0 +1,319 @@
+//! Upstream pools at run time: which upstreams can take a request now, and which one gets it.
+//!
+//! Architecture invariant: selection is lock-free and allocation-free. Each upstream's state is a few
+//! atomics shared (`Arc`) between the routing snapshot, the health checker and requests in flight, so
+//! health survives as long as any of them holds the upstream.
+
+pub mod health;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::model::{Balancing, PoolConfig};
+
+/// Health of one upstream, from active checks and from failed connections.
+#[derive(Debug)]
+pub struct UpstreamState {
+    /// Set by the active health checker; true until a check says otherwise.
+    healthy: AtomicBool,
+    /// Passive health: milliseconds since `epoch()` until which the upstream is skipped after a
+    /// failed connection; 0 when not ejected.
+    ejected_until_ms: AtomicU64,
+    /// Requests using this upstream now (kept for `least_request` pools only).
+    in_flight: AtomicUsize,
+}
+
+impl Default for UpstreamState {
+    fn default() -> Self {
+        UpstreamState {
+            healthy: AtomicBool::new(true),
+            ejected_until_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(epoch().elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl UpstreamState {
+    /// Whether requests may be sent here now.
+    pub fn is_available(&self) -> bool {
+        if !self.healthy.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until == 0 || now_ms() >= until
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        let until = self.ejected_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// Records an active check's verdict. A passing check also ends a passive ejection: the upstream
+    /// answers again, so there is no reason to wait out the rest of `fail_timeout`.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+        if healthy {
+            self.ejected_until_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Skips this upstream for `duration` after it refused or timed out a connection.
+    pub fn eject_for(&self, duration: Duration) {
+        if duration.is_zero() {
+            return;
+        }
+        let until =
+            now_ms().saturating_add(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
+        self.ejected_until_ms.store(until.max(1), Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// One upstream of a pool.
+#[derive(Debug)]
+pub struct Upstream {
+    pub label: String,
+    pub addr: SocketAddr,
+    /// Built once at load time with the pool's timeouts; cloned per request (no DNS, no parsing).
+    pub peer: HttpPeer,
+    pub state: Arc<UpstreamState>,
+}
+
+/// Upstreams to leave out when choosing for one request (those that refused it a connection). Tracks
+/// the first 64; a larger pool may try an upstream twice, which is harmless.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Tried(u64);
+
+impl Tried {
+    pub fn insert(&mut self, index: usize) {
+        if index < 64 {
+            self.0 |= 1 << index;
+        }
+    }
+
+    pub fn contains(self, index: usize) -> bool {
+        index < 64 && self.0 & (1 << index) != 0
+    }
+}
+
+/// A pool at run time: its upstreams, their state, and the balancing cursor.
+#[derive(Debug)]
+pub struct Pool {
+    pub config: PoolConfig,
+    upstreams: Box<[Upstream]>,
+    cursor: AtomicUsize,
+}
+
+impl Pool {
+    /// Builds the pool's run-time form. `states` gives the state to keep for an upstream (by address),
+    /// so a rebuilt pool need not forget what health checks learned.
+    pub fn new(
+        config: PoolConfig,
+        mut states: impl FnMut(SocketAddr) -> Option<Arc<UpstreamState>>,
+    ) -> Pool {
+        let t = &config.timeouts;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let mut peer = HttpPeer::new(u.addr, false, String::new());
+                peer.options.connection_timeout = Some(t.connect);
+                peer.options.read_timeout = Some(t.read);
+                peer.options.write_timeout = Some(t.write);
+                peer.options.idle_timeout = Some(t.idle);
+                Upstream {
+                    label: u.label.clone(),
+                    addr: u.addr,
+                    peer,
+                    state: states(u.addr).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Pool {
+            config,
+            upstreams,
+            cursor: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub fn upstreams(&self) -> &[Upstream] {
+        &self.upstreams
+    }
+
+    pub fn upstream(&self, index: usize) -> Option<&Upstream> {
+        self.upstreams.get(index)
+    }
+
+    /// Whether any upstream can take a request now.
+    pub fn has_available(&self) -> bool {
+        self.upstreams.iter().any(|u| u.state.is_available())
+    }
+
+    /// Picks an available upstream not in `exclude`, by the pool's balancing rule.
+    pub fn select(&self, exclude: Tried) -> Option<usize> {
+        let n = self.upstreams.len();
+        let usable = |i: usize| !exclude.contains(i) && self.upstreams[i].state.is_available();
+        match self.config.balancing {
+            Balancing::RoundRobin => {
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                (0..n)
+                    .map(|k| start.wrapping_add(k) % n)
+                    .find(|&i| usable(i))
+            }
+            Balancing::LeastRequest => {
+                let load = |i: usize| self.upstreams[i].state.in_flight();
+                if n >= 2 {
+                    let a = fastrand::usize(..n);
+                    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                    match (usable(a), usable(b)) {
+                        (true, true) => return Some(if load(b) < load(a) { b } else { a }),
+                        (true, false) => return Some(a),
+                        (false, true) => return Some(b),
+                        (false, false) => {}
+                    }
+                }
+                (0..n).filter(|&i| usable(i)).min_by_key(|&i| load(i))
+            }
+        }
+    }
+
+    /// Counts a request against the upstream until the returned guard drops, when the pool balances
+    /// by load; otherwise does nothing (no shared counter to contend on).
+    pub fn begin_request(&self, index: usize) -> Option<InFlight> {
+        if self.config.balancing != Balancing::LeastRequest {
+            return None;
+        }
+        let state = Arc::clone(&self.upstreams.get(index)?.state);
+        state.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(state))
+    }
+}
+
+/// A request in flight on an upstream; the count drops with it, however the request ends.
+#[derive(Debug)]
+pub struct InFlight(Arc<UpstreamState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{PoolTimeouts, UpstreamConfig};
+
+    fn pool(n: u16, balancing: Balancing) -> Pool {
+        let config = PoolConfig {
+            name: "p".into(),
+            upstreams: (0..n)
+                .map(|i| {
+                    let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i));
+                    UpstreamConfig {
+                        label: addr.to_string(),
+                        addr,
+                    }
+                })
+                .collect(),
+            balancing,
+            health_check: None,
+            timeouts: PoolTimeouts {
+                connect: Duration::from_secs(1),
+                read: Duration::from_secs(1),
+                write: Duration::from_secs(1),
+                idle: Duration::from_secs(1),
+                fail: Duration::from_secs(10),
+            },
+        };
+        Pool::new(config, |_| None)
+    }
+
+    #[test]
+    fn round_robin_visits_every_upstream_in_turn() {
+        let p = pool(3, Balancing::RoundRobin);
+        let picks: Vec<_> = (0..6).filter_map(|_| p.select(Tried::default())).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn unavailable_and_tried_upstreams_are_skipped() {
+        let p = pool(3, Balancing::RoundRobin);
+        p.upstreams[1].state.set_healthy(false);
+        p.upstreams[2].state.eject_for(Duration::from_secs(60));
+        for _ in 0..5 {
+            assert_eq!(p.select(Tried::default()), Some(0));
+        }
+        let mut tried = Tried::default();
+        tried.insert(0);
+        assert_eq!(p.select(tried), None);
+        assert!(p.has_available());
+
+        // A passing active check ends the ejection early.
+        p.upstreams[2].state.set_healthy(true);
+        assert_eq!(p.select(tried), Some(2));
+    }
+
+    #[test]
+    fn an_ejection_ends_by_itself() {
+        let p = pool(1, Balancing::RoundRobin);
+        p.upstreams[0].state.eject_for(Duration::from_millis(30));
+        assert_eq!(p.select(Tried::default()), None);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(p.select(Tried::default()), Some(0));
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_upstream() {
+        let p = pool(2, Balancing::LeastRequest);
+        let _busy: Vec<_> = (0..3).filter_map(|_| p.begin_request(0)).collect();
+        for _ in 0..20 {
+            assert_eq!(p.select(Tried::default()), Some(1));
+        }
+        drop(_busy);
+        assert_eq!(p.upstreams[0].state.in_flight(), 0);
+    }
+
+    #[test]
+    fn least_request_falls_back_to_any_available_upstream() {
+        let p = pool(4, Balancing::LeastRequest);
+        for i in [0, 1, 3] {
+            p.upstreams[i].state.set_healthy(false);
+        }
+        for _ in 0..20 {
+            assert_eq!(p.select(Tried::default()), Some(2));
+        }
+        p.upstreams[2].state.set_healthy(false);
+        assert_eq!(p.select(Tried::default()), None);
+    }
+
+    #[test]
+    fn round_robin_does_not_count_in_flight_requests() {
+        let p = pool(2, Balancing::RoundRobin);
+        assert!(p.begin_request(0).is_none());
+    }
+}
