@@ -1,0 +1,291 @@
+//! The `tenantgate` command line: `run`, `check` and `demo`.
+//!
+//! Exit codes: 0 success; 1 an invalid config or a failure to start; 2 a usage error.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::model::Probe;
+use crate::config::{self, GatewayConfig, LoadError};
+use crate::demo::DemoBackends;
+use crate::tenant::TenantStatus;
+
+pub const DEFAULT_CONFIG: &str = "config/gateway.toml";
+
+/// At most this many lines per list in `check`'s summary, so it stays one screen.
+const SUMMARY_LIST_MAX: usize = 8;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tenantgate",
+    version,
+    about = "A tenant-aware reverse proxy and gateway on Pingora"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Run {
+        /// The routing table (TOML).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a config file without starting anything; prints a summary or every error.
+    Check {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Run the gateway with built-in demo backends on the config's loopback upstream addresses.
+    Demo {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config),
+        Command::Run { config } => run(&config, false),
+        Command::Demo { config } => run(&config, true),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            print!("{}", summary(&config));
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Invalid(errors)) => {
+            for line in errors.lines() {
+                eprintln!("error: {line}");
+            }
+            let n = errors.len();
+            eprintln!(
+                "{}: {n} error{}; the file is not valid",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path, demo: bool) -> anyhow::Result<()> {
+    let config = config::load(path).map_err(|e| match e {
+        // Already one line per error; anyhow would add nothing.
+        LoadError::Invalid(errors) => anyhow::anyhow!("{errors}"),
+        other => anyhow::Error::new(other),
+    })?;
+    crate::logging::init(config.gateway.log_format);
+    let mut built = crate::server::build(&config).context("cannot start the gateway")?;
+    if demo {
+        let (backends, skipped) = DemoBackends::for_config(&config);
+        println!("{}", demo_banner(&config, &backends, &skipped));
+        built.server.add_service(backends.into_service());
+    }
+    tracing::info!(
+        config = %config.path.display(),
+        http = %config.gateway.http_listen,
+        admin = %config.admin.listen,
+        threads = config.gateway.threads,
+        tenants = config.routing.tenants.len(),
+        pools = config.routing.pools.len(),
+        "tenantgate starting"
+    );
+    built.server.run_forever()
+}
+
+/// The one-screen summary `check` prints for a valid file.
+pub fn summary(c: &GatewayConfig) -> String {
+    let mut out = String::new();
+    let r = &c.routing;
+    let _ = writeln!(out, "{}: valid", c.path.display());
+    let _ = writeln!(
+        out,
+        "  listen   http {} · admin {} · {} worker thread{}",
+        c.gateway.http_listen,
+        c.admin.listen,
+        c.gateway.threads,
+        if c.gateway.threads == 1 { "" } else { "s" }
+    );
+    let domains = if r.base_domains.is_empty() {
+        "(none)".to_owned()
+    } else {
+        r.base_domains.join(", ")
+    };
+    let _ = writeln!(
+        out,
+        "  domains  {domains} · tenant header {}",
+        r.tenant_header
+    );
+
+    let suspended = r
+        .tenants
+        .iter()
+        .filter(|t| t.status == TenantStatus::Suspended)
+        .count();
+    let _ = writeln!(
+        out,
+        "  tenants  {} ({} active, {suspended} suspended)",
+        r.tenants.len(),
+        r.tenants.len() - suspended
+    );
+    let mut by_pool: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for t in &r.tenants {
+        let entry = by_pool.entry(t.pool.as_str()).or_default();
+        entry.0 += 1;
+        if t.status == TenantStatus::Suspended {
+            entry.1 += 1;
+        }
+    }
+    let mut by_pool: Vec<_> = by_pool.into_iter().collect();
+    by_pool.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+    list(
+        &mut out,
+        by_pool.iter().map(|(pool, (n, s))| {
+            let s = if *s > 0 {
+                format!(" ({s} suspended)")
+            } else {
+                String::new()
+            };
+            format!("on {pool}: {n}{s}")
+        }),
+    );
+
+    let _ = writeln!(out, "  pools    {}", r.pools.len());
+    let width = r.pools.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    list(
+        &mut out,
+        r.pools.iter().map(|p| {
+            let n = p.upstreams.len();
+            let check = match &p.health_check {
+                None => "no active health check".to_owned(),
+                Some(hc) => match &hc.probe {
+                    Probe::Http { path, .. } => {
+                        format!("GET {path} every {} ms", hc.interval.as_millis())
+                    }
+                    Probe::Tcp => format!("TCP connect every {} ms", hc.interval.as_millis()),
+                },
+            };
+            format!(
+                "{:width$}  {n} upstream{}  {}  {check}",
+                p.name,
+                if n == 1 { " " } else { "s" },
+                p.balancing.as_str(),
+            )
+        }),
+    );
+
+    let _ = writeln!(out, "  hosts    {}", r.hosts.len());
+    list(
+        &mut out,
+        r.hosts
+            .iter()
+            .map(|h| format!("{} -> pool {}", h.host, h.pool)),
+    );
+    out
+}
+
+fn list(out: &mut String, lines: impl ExactSizeIterator<Item = String>) {
+    let total = lines.len();
+    for line in lines.take(SUMMARY_LIST_MAX) {
+        let _ = writeln!(out, "           {line}");
+    }
+    if total > SUMMARY_LIST_MAX {
+        let _ = writeln!(out, "           … and {} more", total - SUMMARY_LIST_MAX);
+    }
+}
+
+/// What `demo` prints: the backends it started and three requests to try.
+fn demo_banner(c: &GatewayConfig, backends: &DemoBackends, skipped: &[String]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "tenantgate demo: {} with built-in backends",
+        c.path.display()
+    );
+    for (addr, name) in backends.listeners() {
+        let _ = writeln!(out, "  backend {name:<20} {addr}");
+    }
+    for label in skipped {
+        let _ = writeln!(
+            out,
+            "  (no demo backend for {label}: not a loopback address)"
+        );
+    }
+    let port = c.gateway.http_listen.port();
+    let base = c
+        .routing
+        .base_domains
+        .last()
+        .map_or("yourapp.test", String::as_str);
+    let active = c
+        .routing
+        .tenants
+        .iter()
+        .find(|t| t.status == TenantStatus::Active);
+    let with_domain = c.routing.tenants.iter().find(|t| !t.domains.is_empty());
+    let suspended = c
+        .routing
+        .tenants
+        .iter()
+        .find(|t| t.status == TenantStatus::Suspended);
+    let _ = writeln!(out, "\nTry:");
+    if let Some(t) = active {
+        let _ = writeln!(
+            out,
+            "  curl -s -H 'Host: {}.{base}' http://127.0.0.1:{port}/hello",
+            t.id
+        );
+    }
+    if let Some((t, domain)) = with_domain.and_then(|t| Some((t, t.domains.first()?))) {
+        let _ = writeln!(
+            out,
+            "  curl -s -H 'Host: {domain}' http://127.0.0.1:{port}/   # {}'s custom domain",
+            t.id
+        );
+    }
+    match suspended {
+        Some(t) => {
+            let _ = writeln!(
+                out,
+                "  curl -s -H 'Host: {}.{base}' http://127.0.0.1:{port}/   # suspended: 403",
+                t.id
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "  curl -s -H 'Host: nobody.{base}' http://127.0.0.1:{port}/   # unknown: 404"
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  curl -s http://{}/status   # admin API",
+        c.admin.listen
+    );
+    out
+}

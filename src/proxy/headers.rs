@@ -1,0 +1,242 @@
+//! What the gateway reads from a request's headers and what it tells the upstream.
+//!
+//! The upstream trusts the tenant header, so it is always the gateway's: any client-sent copy is
+//! removed, including spellings that some backends fold into the same name (`X_Tenant_ID` becomes
+//! `X-Tenant-ID` in CGI-style header maps).
+
+use std::io::Write;
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+use http::Uri;
+use pingora::http::RequestHeader;
+use pingora::Result;
+
+use crate::request_id::{is_valid_request_id, new_request_id, REQUEST_ID_HEADER};
+use crate::routing::host::BadHost;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// The host a request is for: its Host header, or the HTTP/2 `:authority` (the request URI's
+/// authority). When both are present they must agree; more than one Host header is refused.
+pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a [u8], BadHost> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadHost::Repeated);
+    }
+    match (host, uri.authority()) {
+        (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()) => {
+            Err(BadHost::Conflicting)
+        }
+        (Some(h), _) => Ok(h.as_bytes()),
+        (None, Some(a)) => Ok(a.as_str().as_bytes()),
+        (None, None) => Err(BadHost::Missing),
+    }
+}
+
+/// The client's request id if it is safe to pass on, else a new one.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let mut ids = headers.get_all(REQUEST_ID_HEADER).iter();
+    match (ids.next(), ids.next()) {
+        (Some(id), None) if is_valid_request_id(id.as_bytes()) => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
+/// Whether `name` would reach a backend as `tenant_header`: the same name, or the same with `_` for
+/// `-` (names are already lowercase in `HeaderName`).
+fn spells_like(name: &HeaderName, tenant_header: &HeaderName) -> bool {
+    let (a, b) = (name.as_str().as_bytes(), tenant_header.as_str().as_bytes());
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
+}
+
+/// What the upstream is told about this request.
+pub struct Forwarded<'a> {
+    pub tenant_header: &'a HeaderName,
+    /// `None` for reserved hosts: the request is for no tenant, so it carries no tenant header.
+    pub tenant: Option<&'a HeaderValue>,
+    pub client_ip: Option<IpAddr>,
+    /// `http` or `https`, as the client connected.
+    pub proto: &'static str,
+    pub request_id: &'a HeaderValue,
+}
+
+/// Rewrites the upstream request's headers: the tenant header (client copies removed first), the
+/// `X-Forwarded-*` set and `X-Request-ID`.
+pub fn forward_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
+    while let Some(spoofed) = req
+        .headers
+        .keys()
+        .find(|name| spells_like(name, f.tenant_header))
+        .cloned()
+    {
+        req.remove_header(&spoofed);
+    }
+    if let Some(tenant) = f.tenant {
+        req.insert_header(f.tenant_header.clone(), tenant.clone())?;
+    }
+
+    if let Some(ip) = f.client_ip {
+        let xff = append_forwarded_for(req.headers.get_all(X_FORWARDED_FOR).iter(), ip);
+        req.insert_header(X_FORWARDED_FOR, xff)?;
+    }
+    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto))?;
+    let host = req.headers.get(HOST).cloned().or_else(|| {
+        let authority = req.uri.authority()?;
+        HeaderValue::from_str(authority.as_str()).ok()
+    });
+    match host {
+        Some(host) => {
+            req.insert_header(X_FORWARDED_HOST, host)?;
+        }
+        None => {
+            req.remove_header(&X_FORWARDED_HOST);
+        }
+    }
+    req.insert_header(X_REQUEST_ID, f.request_id.clone())?;
+    Ok(())
+}
+
+/// `previous, values, client` as one header value (several client lines are one list, RFC 9110).
+fn append_forwarded_for<'a>(
+    previous: impl Iterator<Item = &'a HeaderValue>,
+    ip: IpAddr,
+) -> HeaderValue {
+    let mut out = Vec::with_capacity(64);
+    for value in previous {
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{}", ip.to_canonical());
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).expect("request");
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).expect("header");
+        }
+        r
+    }
+
+    fn values(r: &RequestHeader, name: &str) -> Vec<String> {
+        r.headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn host_comes_from_the_header_or_the_authority() {
+        let uri: Uri = "/x".parse().expect("uri");
+        let h = req(&[("Host", "acme.yourapp.test")]);
+        assert_eq!(
+            request_host(&h.headers, &uri),
+            Ok(&b"acme.yourapp.test"[..])
+        );
+        let absolute: Uri = "http://acme.yourapp.test/x".parse().expect("uri");
+        assert_eq!(
+            request_host(&HeaderMap::new(), &absolute),
+            Ok(&b"acme.yourapp.test"[..])
+        );
+        let h = req(&[("Host", "ACME.yourapp.test")]);
+        assert_eq!(
+            request_host(&h.headers, &absolute),
+            Ok(&b"ACME.yourapp.test"[..])
+        );
+    }
+
+    #[test]
+    fn missing_repeated_and_conflicting_hosts_are_refused() {
+        let uri: Uri = "/".parse().expect("uri");
+        assert_eq!(request_host(&HeaderMap::new(), &uri), Err(BadHost::Missing));
+        let two = req(&[("Host", "a.test"), ("Host", "b.test")]);
+        assert_eq!(request_host(&two.headers, &uri), Err(BadHost::Repeated));
+        let absolute: Uri = "http://a.test/".parse().expect("uri");
+        let other = req(&[("Host", "b.test")]);
+        assert_eq!(
+            request_host(&other.headers, &absolute),
+            Err(BadHost::Conflicting)
+        );
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_single_and_valid() {
+        let kept = req(&[("X-Request-ID", "abc-123")]);
+        assert_eq!(request_id(&kept.headers), "abc-123");
+        for bad in [
+            vec![("X-Request-ID", "has space")],
+            vec![("X-Request-ID", "a"), ("X-Request-ID", "b")],
+            vec![],
+        ] {
+            let r = req(&bad);
+            let id = request_id(&r.headers);
+            assert_eq!(id.len(), 36, "{bad:?} gave {id:?}");
+        }
+    }
+
+    #[test]
+    fn the_tenant_header_is_the_gateways_own() {
+        let tenant_header = HeaderName::from_static("x-tenant-id");
+        let mut r = req(&[
+            ("X-Tenant-ID", "evil"),
+            ("x-tenant-id", "evil2"),
+            ("X_Tenant_ID", "evil3"),
+            ("X-Tenant-IDs", "unrelated"),
+            ("Host", "acme.yourapp.test:8080"),
+            ("X-Forwarded-For", "10.0.0.1"),
+            ("X-Forwarded-For", "10.0.0.2"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        let tenant = HeaderValue::from_static("acme");
+        let id = HeaderValue::from_static("rid-1");
+        let f = Forwarded {
+            tenant_header: &tenant_header,
+            tenant: Some(&tenant),
+            client_ip: Some("::ffff:192.0.2.7".parse().expect("ip")),
+            proto: "http",
+            request_id: &id,
+        };
+        forward_headers(&mut r, &f).expect("forward");
+        assert_eq!(values(&r, "x-tenant-id"), ["acme"]);
+        assert_eq!(values(&r, "x_tenant_id"), Vec::<String>::new());
+        assert_eq!(values(&r, "x-tenant-ids"), ["unrelated"]);
+        assert_eq!(
+            values(&r, "x-forwarded-for"),
+            ["10.0.0.1, 10.0.0.2, 192.0.2.7"]
+        );
+        assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&r, "x-forwarded-host"), ["acme.yourapp.test:8080"]);
+        assert_eq!(values(&r, "x-request-id"), ["rid-1"]);
+    }
+
+    #[test]
+    fn reserved_hosts_get_no_tenant_header_at_all() {
+        let tenant_header = HeaderName::from_static("x-tenant-id");
+        let mut r = req(&[("X-Tenant-ID", "evil"), ("Host", "admin.yourapp.test")]);
+        let id = HeaderValue::from_static("rid");
+        let f = Forwarded {
+            tenant_header: &tenant_header,
+            tenant: None,
+            client_ip: None,
+            proto: "http",
+            request_id: &id,
+        };
+        forward_headers(&mut r, &f).expect("forward");
+        assert!(r.headers.get("x-tenant-id").is_none());
+        assert!(r.headers.get("x-forwarded-for").is_none());
+    }
+}

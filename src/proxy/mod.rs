@@ -1,0 +1,352 @@
+//! The data plane: Pingora's `ProxyHttp` phases, each a few lines that call the routing, upstream and
+//! header modules.
+//!
+//! ```text
+//!  request ──► request_filter ──► upstream_peer ──► upstream_request_filter ──► upstream
+//!              (request id,        (pick upstream;    (tenant header,
+//!               resolve tenant)     retry elsewhere    X-Forwarded-*,
+//!                  │                after a failed     X-Request-ID)
+//!                  │                connection) ◄── fail_to_connect (eject, retry)
+//!                  ▼                    │
+//!           JSON error ◄──── fail_to_proxy (no healthy upstream, timeouts, ...)
+//!                                                                 response ◄── response_filter
+//!  logging: metrics and one access-log line for every request, however it ended.  (X-Request-ID)
+//! ```
+
+pub mod headers;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+
+use crate::gateway_error::GatewayError;
+use crate::metrics::Metrics;
+use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
+use crate::routing::{Refused, Route, RoutingTable, TableHandle};
+use crate::upstream::{InFlight, Tried};
+use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID};
+
+/// The tenant-aware proxy. One instance serves every request of the data-plane listener.
+pub struct Gateway {
+    table: Arc<TableHandle>,
+    access_log: bool,
+    metrics: &'static Metrics,
+}
+
+impl Gateway {
+    pub fn new(table: Arc<TableHandle>, access_log: bool) -> Self {
+        Gateway {
+            table,
+            access_log,
+            metrics: Metrics::get(),
+        }
+    }
+}
+
+/// Per-request state, carried from phase to phase.
+pub struct RequestCtx {
+    started: Instant,
+    /// The snapshot this request was routed with, from start to end, whatever reloads happen.
+    table: Arc<RoutingTable>,
+    request_id: HeaderValue,
+    route: Option<Route>,
+    /// The tenant the host belongs to, also when it is refused (suspended).
+    tenant: Option<usize>,
+    /// The upstream of the current (or last) attempt.
+    upstream: Option<usize>,
+    /// Upstreams that refused a connection for this request; a retry goes elsewhere.
+    refused: Tried,
+    attempts: u32,
+    in_flight: Option<InFlight>,
+    /// Set when the gateway answers the request itself.
+    error: Option<GatewayError>,
+}
+
+impl RequestCtx {
+    fn pool(&self) -> Option<&crate::upstream::Pool> {
+        self.table.pool(self.route?.pool).map(|p| &**p)
+    }
+
+    /// Chooses an available upstream of the route's pool that has not refused this request, and
+    /// counts the request on it; false when there is none.
+    fn choose_upstream(&mut self) -> bool {
+        let Some(pool) = self.table.pool(self.route.map_or(usize::MAX, |r| r.pool)) else {
+            return false;
+        };
+        let Some(index) = pool.select(self.refused) else {
+            return false;
+        };
+        self.in_flight = pool.begin_request(index);
+        self.upstream = Some(index);
+        true
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            started: Instant::now(),
+            table: self.table.load(),
+            request_id: HeaderValue::from_static(""),
+            route: None,
+            tenant: None,
+            upstream: None,
+            refused: Tried::default(),
+            attempts: 0,
+            in_flight: None,
+            error: None,
+        }
+    }
+
+    /// Picks the request id, resolves the tenant from the host and chooses the first upstream.
+    /// `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant, no healthy
+    /// upstream) and the request ends here, with the client connection still usable.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = headers::request_id(&req.headers);
+        let mut buf: HostBuf = [0; MAX_HOST_LEN];
+        let route = request_host(&req.headers, &req.uri)
+            .and_then(|raw| normalize_host(raw, &mut buf))
+            .map_err(|_| Refused {
+                error: GatewayError::BadHost,
+                tenant: None,
+            })
+            .and_then(|host| ctx.table.resolve(host));
+        let refusal = match route {
+            Ok(route) => {
+                ctx.route = Some(route);
+                ctx.tenant = route.tenant;
+                match ctx.choose_upstream() {
+                    true => return Ok(false),
+                    false => GatewayError::NoHealthyUpstream,
+                }
+            }
+            Err(refused) => {
+                ctx.tenant = refused.tenant;
+                refused.error
+            }
+        };
+        ctx.error = Some(refusal);
+        respond_with_error(session, refusal, &ctx.request_id).await?;
+        Ok(true)
+    }
+
+    /// Hands Pingora the chosen upstream; on a retry, first chooses another (not one that refused
+    /// this request a connection). `Err` when there is none: `fail_to_proxy` answers
+    /// `no_healthy_upstream`.
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        if ctx.attempts > 0 {
+            self.metrics.observe_retry();
+            if !ctx.choose_upstream() {
+                ctx.error = Some(GatewayError::NoHealthyUpstream);
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy upstream in pool");
+            }
+        }
+        ctx.attempts += 1;
+        match ctx
+            .pool()
+            .zip(ctx.upstream)
+            .and_then(|(p, i)| p.upstream(i))
+        {
+            Some(upstream) => Ok(Box::new(upstream.peer.clone())),
+            None => {
+                ctx.error = Some(GatewayError::InternalError);
+                Error::e_explain(ErrorType::InternalError, "request has no chosen upstream")
+            }
+        }
+    }
+
+    /// Skips the upstream for the pool's `fail_timeout` and marks the error retryable, so
+    /// `upstream_peer` runs again and picks another. The returned error decides the retry.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if let (Some(pool), Some(index)) = (ctx.pool(), ctx.upstream) {
+            if let Some(upstream) = pool.upstream(index) {
+                upstream.state.eject_for(pool.config.timeouts.fail);
+                self.metrics.observe_ejection(pool.name(), &upstream.label);
+            }
+            ctx.refused.insert(index);
+        }
+        ctx.in_flight = None;
+        // Nothing was sent yet, so another upstream may take the request whatever its method.
+        e.set_retry(true);
+        e
+    }
+
+    /// Sets what the backend trusts (tenant header, `X-Forwarded-*`, `X-Request-ID`) after removing
+    /// any client-sent copies. `Err` fails the request.
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let tenant = ctx.tenant.and_then(|i| ctx.table.tenant(i));
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let forwarded = Forwarded {
+            tenant_header: ctx.table.tenant_header(),
+            tenant: tenant.map(|t| &t.header_value),
+            client_ip,
+            proto: if is_tls(session) { "https" } else { "http" },
+            request_id: &ctx.request_id,
+        };
+        forward_headers(upstream_request, &forwarded)
+    }
+
+    /// Returns the request id to the client with the upstream's response. `Err` fails the request.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        Ok(())
+    }
+
+    /// Answers a request that could not be proxied with the gateway's JSON error (and
+    /// `Connection: close`), unless a response has already started or the client is gone. Returns the
+    /// status for logging (0: none sent).
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        if let Some(sent) = session.response_written() {
+            return FailToProxy {
+                error_code: sent.status.as_u16(),
+                can_reuse_downstream: false,
+            };
+        }
+        let Some(error) = ctx.error.or_else(|| classify(e)) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.error = Some(error);
+        // Pingora closes the client connection after a failure in the proxy loop; say so
+        // (`Connection: close`), or a keep-alive client sends its next request into a closing socket.
+        session.set_keepalive(None);
+        let sent = respond_with_error(session, error, &ctx.request_id)
+            .await
+            .is_ok();
+        FailToProxy {
+            error_code: if sent { error.status().as_u16() } else { 0 },
+            can_reuse_downstream: false,
+        }
+    }
+
+    /// Pingora's own error line is redundant for answers the gateway chose (they are in the access
+    /// log and metrics); other failures keep it.
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
+        matches!(ctx.error, Some(GatewayError::NoHealthyUpstream))
+    }
+
+    /// Counts the request and writes its access-log line, however the request ended.
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.in_flight = None;
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let elapsed = ctx.started.elapsed();
+        self.metrics.observe_request(status, elapsed.as_secs_f64());
+        if let Some(error) = ctx.error {
+            self.metrics.observe_gateway_error(error);
+        }
+        if self.access_log {
+            log_access(session, ctx, status, elapsed);
+        }
+    }
+}
+
+fn is_tls(session: &Session) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// Maps a Pingora failure to the gateway's error code; `None` when the client is gone.
+fn classify(e: &Error) -> Option<GatewayError> {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(503)) => Some(GatewayError::NoHealthyUpstream),
+        (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
+        (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest),
+        (ErrorSource::Upstream, ReadTimedout | WriteTimedout | ConnectTimedout) => {
+            Some(GatewayError::UpstreamTimeout)
+        }
+        (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamError),
+        (ErrorSource::Internal | ErrorSource::Unset, _) => Some(GatewayError::InternalError),
+    }
+}
+
+async fn respond_with_error(
+    session: &mut Session,
+    error: GatewayError,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let body: Bytes = error.body(request_id.to_str().unwrap_or(""));
+    let mut resp = ResponseHeader::build(error.status(), Some(4))?;
+    resp.insert_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
+    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+fn log_access(session: &Session, ctx: &RequestCtx, status: u16, elapsed: std::time::Duration) {
+    let req = session.req_header();
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("-");
+    let tenant = ctx
+        .tenant
+        .and_then(|i| ctx.table.tenant(i))
+        .map_or("-", |t| t.id.as_str());
+    let pool = ctx.pool();
+    let upstream = pool
+        .zip(ctx.upstream)
+        .and_then(|(p, i)| p.upstream(i))
+        .map_or("-", |u| u.label.as_str());
+    tracing::info!(
+        target: "tenantgate::access",
+        request_id = ctx.request_id.to_str().unwrap_or("-"),
+        tenant,
+        host,
+        method = req.method.as_str(),
+        path = req.uri.path(),
+        status,
+        error = ctx.error.map_or("-", GatewayError::code),
+        pool = pool.map_or("-", |p| p.name()),
+        upstream,
+        attempts = ctx.attempts,
+        // From whole microseconds, so it prints as 1.155 rather than 1.1549189999999998.
+        duration_ms = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
+        "request"
+    );
+}
