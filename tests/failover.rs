@@ -1,0 +1,222 @@
+//! Upstream failures: a dead upstream is routed around without a client-visible error, a pool with no
+//! available upstream answers `no_healthy_upstream`, and health checks take upstreams out and back.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{send, Gateway, Reply, Upstream};
+use tokio::sync::Mutex;
+
+fn config(health_check: &str) -> String {
+    format!(
+        r#"
+[gateway]
+http_listen = "{{http}}"
+base_domains = ["yourapp.test"]
+threads = 2
+
+[admin]
+listen = "{{admin}}"
+
+[pools.shared]
+upstreams = ["{{one}}", "{{two}}"]
+{health_check}
+read_timeout_ms = 500
+
+[tenants.acme]
+pool = "shared"
+"#
+    )
+}
+
+const ACTIVE_CHECKS: &str = r#"health_check = { path = "/healthz", interval_ms = 100, healthy_threshold = 1, unhealthy_threshold = 2 }"#;
+
+/// Sends `total` requests from `workers` concurrent clients (bounded by count and by `WAIT`), runs
+/// `midway` once after `total / 3` have completed, and returns every response status with the
+/// upstream that answered.
+async fn steady_load<F>(gw: &Gateway, total: usize, workers: usize, midway: F) -> Vec<(u16, String)>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
+    let midway = Arc::new(Mutex::new(Some(Box::pin(midway))));
+    let deadline = Instant::now() + support::WAIT;
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (results, midway) = (Arc::clone(&results), Arc::clone(&midway));
+        let req = gw.get("acme.yourapp.test", "/");
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if Instant::now() > deadline || results.lock().await.len() >= total {
+                    break;
+                }
+                let Some(attempt) = req.try_clone() else {
+                    break;
+                };
+                let r = match attempt.send().await {
+                    Ok(resp) => Reply::from(resp).await,
+                    Err(e) => panic!("request failed at the transport level: {e}"),
+                };
+                let done = {
+                    let mut all = results.lock().await;
+                    all.push((
+                        r.status,
+                        r.body["upstream"].as_str().unwrap_or("-").to_owned(),
+                    ));
+                    all.len()
+                };
+                if done == total / 3 {
+                    if let Some(f) = midway.lock().await.take() {
+                        f.await;
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("load worker");
+    }
+    let results = results.lock().await.clone();
+    assert!(
+        results.len() >= total,
+        "load loop hit its time bound after {} requests",
+        results.len()
+    );
+    results
+}
+
+#[tokio::test]
+async fn an_upstream_killed_under_load_is_routed_around_without_errors() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let gw = Gateway::start(&config(ACTIVE_CHECKS), &[&one, &two]).await;
+    let one_addr = one.addr;
+    let one = Arc::new(Mutex::new(one));
+    let killer = Arc::clone(&one);
+
+    let results = steady_load(&gw, 300, 4, async move { killer.lock().await.kill().await }).await;
+
+    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed: {failed:?}",
+        failed.len()
+    );
+    // Both served before the kill; only `two` at the end.
+    assert!(results[..90].iter().any(|(_, u)| u == "one"));
+    assert!(results[results.len() - 50..]
+        .iter()
+        .all(|(_, u)| u == "two"));
+    gw.wait_upstream_health(one_addr, false).await;
+}
+
+#[tokio::test]
+async fn without_active_checks_a_refused_connection_is_retried_elsewhere() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let gw = Gateway::start(&config(""), &[&one, &two]).await;
+    let one_addr = one.addr;
+    let one = Arc::new(Mutex::new(one));
+    let killer = Arc::clone(&one);
+
+    let results = steady_load(&gw, 200, 4, async move { killer.lock().await.kill().await }).await;
+
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    let metrics = gw.admin_text("/metrics").await;
+    let series =
+        format!("tenantgate_upstream_ejections_total{{pool=\"shared\",upstream=\"{one_addr}\"}} ");
+    let ejections: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(
+        ejections >= 1,
+        "no ejection of {one_addr} counted:\n{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn all_upstreams_down_gives_503_no_healthy_upstream_until_one_returns() {
+    let mut one = Upstream::start("one").await;
+    let mut two = Upstream::start("two").await;
+    let gw = Gateway::start(&config(ACTIVE_CHECKS), &[&one, &two]).await;
+    assert_eq!(send(gw.get("acme.yourapp.test", "/")).await.status, 200);
+
+    let one_addr = one.addr;
+    one.kill().await;
+    two.kill().await;
+    for _ in 0..5 {
+        let r = send(
+            gw.get("acme.yourapp.test", "/")
+                .header("X-Request-ID", "outage-1"),
+        )
+        .await;
+        assert_eq!(r.status, 503);
+        assert_eq!(r.body["error"], "no_healthy_upstream");
+        assert_eq!(r.body["request_id"], "outage-1");
+    }
+
+    // The first upstream comes back on its port; the health check puts it back in rotation.
+    let one = Upstream::start_on("one", one_addr).await;
+    gw.wait_upstream_health(one_addr, true).await;
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let r = send(gw.get("acme.yourapp.test", "/")).await;
+        if r.status == 200 {
+            assert_eq!(r.body["upstream"], "one");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(one.hits() >= 1);
+}
+
+#[tokio::test]
+async fn a_failing_health_check_takes_an_upstream_out_and_a_passing_one_puts_it_back() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let gw = Gateway::start(&config(ACTIVE_CHECKS), &[&one, &two]).await;
+
+    one.set_healthy(false);
+    gw.wait_upstream_health(one.addr, false).await;
+    let before = one.hits();
+    for _ in 0..10 {
+        let r = send(gw.get("acme.yourapp.test", "/")).await;
+        assert_eq!((r.status, r.body["upstream"].as_str()), (200, Some("two")));
+    }
+    assert_eq!(one.hits(), before);
+
+    one.set_healthy(true);
+    gw.wait_upstream_health(one.addr, true).await;
+    let mut answered_by_one = 0;
+    for _ in 0..10 {
+        let r = send(gw.get("acme.yourapp.test", "/")).await;
+        if r.body["upstream"] == "one" {
+            answered_by_one += 1;
+        }
+    }
+    assert_eq!(answered_by_one, 5);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gives_504_upstream_timeout() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let gw = Gateway::start(&config(""), &[&one, &two]).await;
+    let r = send(gw.get("acme.yourapp.test", "/slow?sleep_ms=2000")).await;
+    assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(r.body["error"], "upstream_timeout");
+    // A timeout is not a refused connection: nothing was ejected, both still serve.
+    let status = gw.admin_json("/status").await;
+    for u in status["pools"][0]["upstreams"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        assert_eq!(u["available"], true, "{status}");
+    }
+}
