@@ -49,6 +49,7 @@ pub fn build(config: &GatewayConfig) -> Result<GatewayServer, StartError> {
 
     let conf = ServerConf {
         threads: config.gateway.threads,
+        work_stealing: config.gateway.work_stealing,
         grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECONDS),
         upgrade_sock: format!(

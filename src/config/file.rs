@@ -42,6 +42,9 @@ pub struct GatewayFile {
     /// Accept HTTP/2 with prior knowledge on the plaintext listener. Off by default: detecting it costs
     /// a peek on every keep-alive request.
     pub h2c: Option<bool>,
+    /// Let idle worker threads take tasks from busy ones. Off by default: each thread then runs its
+    /// own connections start to finish, like nginx workers, which is faster for short requests.
+    pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

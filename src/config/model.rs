@@ -28,6 +28,7 @@ pub struct GatewaySettings {
     pub access_log: bool,
     pub log_format: LogFormat,
     pub h2c: bool,
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct RoutingConfig {
     /// Canonical, longest first, so the most specific base domain matches.
     pub base_domains: Vec<String>,
     pub tenant_header: HeaderName,
+    /// The tenant header as the operator spelled it, for the wire (HTTP/1 keeps header case).
+    pub tenant_header_spelling: &'static str,
     pub pools: Vec<PoolConfig>,
     pub tenants: Vec<TenantConfig>,
     pub hosts: Vec<HostConfig>,

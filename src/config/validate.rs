@@ -63,7 +63,12 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     let gateway = v.gateway(&file.gateway);
     let admin = v.admin(&file.admin, gateway.http_listen);
     let base_domains = v.base_domains(&file.gateway.base_domains);
-    let tenant_header = v.tenant_header(file.gateway.tenant_header.as_deref());
+    let tenant_header_spelling = file
+        .gateway
+        .tenant_header
+        .as_deref()
+        .unwrap_or(DEFAULT_TENANT_HEADER);
+    let tenant_header = v.tenant_header(tenant_header_spelling);
 
     let pool_names: Vec<&str> = file.pools.iter().map(|e| e.name.as_str()).collect();
     let pools = file
@@ -100,6 +105,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         routing: RoutingConfig {
             base_domains,
             tenant_header,
+            tenant_header_spelling: intern(tenant_header_spelling),
             pools,
             tenants,
             hosts,
@@ -157,6 +163,7 @@ impl Validator {
                 Some(LogFormatFile::Json) => LogFormat::Json,
             },
             h2c: g.h2c.unwrap_or(false),
+            work_stealing: g.work_stealing.unwrap_or(false),
         }
     }
 
@@ -213,9 +220,8 @@ impl Validator {
         out
     }
 
-    fn tenant_header(&mut self, name: Option<&str>) -> HeaderName {
+    fn tenant_header(&mut self, name: &str) -> HeaderName {
         let key = KeyPath::root().key("gateway").key("tenant_header");
-        let name = name.unwrap_or(DEFAULT_TENANT_HEADER);
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
                 self.errors.push(ConfigError::at_value(
@@ -581,6 +587,22 @@ impl Claims {
         self.by_host.insert(host.to_owned(), Claim { owner, at });
         true
     }
+}
+
+/// A header name for the life of the process. Pingora copies a header name on every insert unless it is
+/// `&'static`; a name is interned once per distinct spelling, so reloads do not grow memory.
+fn intern(name: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, PoisonError};
+    static NAMES: Mutex<Option<HashSet<&'static str>>> = Mutex::new(None);
+    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
+    let names = names.get_or_insert_with(HashSet::new);
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
 }
 
 /// Parses `IP:PORT` or resolves `HOST:PORT` (every address it resolves to, as nginx does). Runs at

@@ -16,9 +16,13 @@ use crate::request_id::{is_valid_request_id, new_request_id, REQUEST_ID_HEADER};
 use crate::routing::host::BadHost;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub const X_REQUEST_ID: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// Names as sent on the wire. Pingora copies a header name on every insert unless it is `&'static str`.
+pub const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
+pub const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
+pub const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
+pub const X_REQUEST_ID_WIRE: &str = "X-Request-ID";
 
 /// The host a request is for: its Host header, or the HTTP/2 `:authority` (the request URI's
 /// authority). When both are present they must agree; more than one Host header is refused.
@@ -59,7 +63,10 @@ fn spells_like(name: &HeaderName, tenant_header: &HeaderName) -> bool {
 
 /// What the upstream is told about this request.
 pub struct Forwarded<'a> {
+    /// For finding client-sent copies.
     pub tenant_header: &'a HeaderName,
+    /// For setting it, as the operator spelled it.
+    pub tenant_header_spelling: &'static str,
     /// `None` for reserved hosts: the request is for no tenant, so it carries no tenant header.
     pub tenant: Option<&'a HeaderValue>,
     pub client_ip: Option<IpAddr>,
@@ -80,27 +87,27 @@ pub fn forward_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()>
         req.remove_header(&spoofed);
     }
     if let Some(tenant) = f.tenant {
-        req.insert_header(f.tenant_header.clone(), tenant.clone())?;
+        req.insert_header(f.tenant_header_spelling, tenant.clone())?;
     }
 
     if let Some(ip) = f.client_ip {
         let xff = append_forwarded_for(req.headers.get_all(X_FORWARDED_FOR).iter(), ip);
-        req.insert_header(X_FORWARDED_FOR, xff)?;
+        req.insert_header(X_FORWARDED_FOR_WIRE, xff)?;
     }
-    req.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto))?;
+    req.insert_header(X_FORWARDED_PROTO_WIRE, HeaderValue::from_static(f.proto))?;
     let host = req.headers.get(HOST).cloned().or_else(|| {
         let authority = req.uri.authority()?;
         HeaderValue::from_str(authority.as_str()).ok()
     });
     match host {
         Some(host) => {
-            req.insert_header(X_FORWARDED_HOST, host)?;
+            req.insert_header(X_FORWARDED_HOST_WIRE, host)?;
         }
         None => {
             req.remove_header(&X_FORWARDED_HOST);
         }
     }
-    req.insert_header(X_REQUEST_ID, f.request_id.clone())?;
+    req.insert_header(X_REQUEST_ID_WIRE, f.request_id.clone())?;
     Ok(())
 }
 
@@ -205,6 +212,7 @@ mod tests {
         let id = HeaderValue::from_static("rid-1");
         let f = Forwarded {
             tenant_header: &tenant_header,
+            tenant_header_spelling: "X-Tenant-ID",
             tenant: Some(&tenant),
             client_ip: Some("::ffff:192.0.2.7".parse().expect("ip")),
             proto: "http",
@@ -212,6 +220,22 @@ mod tests {
         };
         forward_headers(&mut r, &f).expect("forward");
         assert_eq!(values(&r, "x-tenant-id"), ["acme"]);
+        let wire: Vec<String> = r
+            .case_header_iter()
+            .map(|(n, _)| String::from_utf8_lossy(n.as_slice()).into_owned())
+            .collect();
+        for name in [
+            "X-Tenant-ID",
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "X-Request-ID",
+        ] {
+            assert!(
+                wire.iter().any(|w| w == name),
+                "{name} not on the wire as spelled: {wire:?}"
+            );
+        }
         assert_eq!(values(&r, "x_tenant_id"), Vec::<String>::new());
         assert_eq!(values(&r, "x-tenant-ids"), ["unrelated"]);
         assert_eq!(
@@ -230,6 +254,7 @@ mod tests {
         let id = HeaderValue::from_static("rid");
         let f = Forwarded {
             tenant_header: &tenant_header,
+            tenant_header_spelling: "X-Tenant-ID",
             tenant: None,
             client_ip: None,
             proto: "http",

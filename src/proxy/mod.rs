@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
 use crate::routing::{Refused, Route, RoutingTable, TableHandle};
 use crate::upstream::{InFlight, Tried};
-use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID};
+use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};
 
 /// The tenant-aware proxy. One instance serves every request of the data-plane listener.
 pub struct Gateway {
@@ -93,6 +93,10 @@ impl RequestCtx {
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
+
+    /// No downstream modules: Pingora's default adds a (disabled) compression module that still runs
+    /// on every response.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
@@ -208,6 +212,7 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         let forwarded = Forwarded {
             tenant_header: ctx.table.tenant_header(),
+            tenant_header_spelling: ctx.table.tenant_header_spelling(),
             tenant: tenant.map(|t| &t.header_value),
             client_ip,
             proto: if is_tls(session) { "https" } else { "http" },
@@ -223,7 +228,7 @@ impl ProxyHttp for Gateway {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
+        upstream_response.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
         Ok(())
     }
 
@@ -311,7 +316,7 @@ async fn respond_with_error(
     resp.insert_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
-    resp.insert_header(X_REQUEST_ID, request_id.clone())?;
+    resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }

@@ -68,6 +68,7 @@ impl Refused {
 pub struct RoutingTable {
     generation: u64,
     tenant_header: HeaderName,
+    tenant_header_spelling: &'static str,
     /// Canonical, longest first.
     base_domains: Box<[Box<str>]>,
     exact: HashMap<Box<str>, Destination, RandomState>,
@@ -152,6 +153,7 @@ impl RoutingTable {
         RoutingTable {
             generation,
             tenant_header: config.tenant_header.clone(),
+            tenant_header_spelling: config.tenant_header_spelling,
             base_domains: config
                 .base_domains
                 .iter()
@@ -219,6 +221,11 @@ impl RoutingTable {
 
     pub fn tenant_header(&self) -> &HeaderName {
         &self.tenant_header
+    }
+
+    /// The tenant header as the operator wrote it, for the wire.
+    pub fn tenant_header_spelling(&self) -> &'static str {
+        self.tenant_header_spelling
     }
 
     pub fn base_domains(&self) -> impl Iterator<Item = &str> {
