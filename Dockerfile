@@ -1,0 +1,27 @@
+# tenantgate: build the release binary in one stage, run it in a slim one as a non-root user.
+#   docker build -t tenantgate .
+#   docker run --rm -p 8080:8080 tenantgate                       # the shipped config
+#   docker run --rm -p 8080:8080 -v $PWD/my.toml:/etc/tenantgate/gateway.toml:ro tenantgate
+# Builder and runtime share one Debian release, so the binary finds the glibc it was linked against.
+ARG DEBIAN=trixie
+
+FROM rust:1-slim-${DEBIAN} AS build
+# Pingora's zlib-ng needs cmake and a C/C++ compiler.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends cmake g++ make \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+RUN cargo build --release --locked --bin tenantgate
+
+FROM debian:${DEBIAN}-slim
+RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tenantgate
+COPY --from=build /src/target/release/tenantgate /usr/local/bin/tenantgate
+COPY config/gateway.toml /etc/tenantgate/gateway.toml
+USER tenantgate
+# The data plane; the admin API stays on the container's loopback unless the config says otherwise.
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/tenantgate"]
+CMD ["run", "--config", "/etc/tenantgate/gateway.toml"]
