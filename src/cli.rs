@@ -98,7 +98,7 @@ fn run(path: &Path, demo: bool) -> anyhow::Result<()> {
         LoadError::Invalid(errors) => anyhow::anyhow!("{errors}"),
         other => anyhow::Error::new(other),
     })?;
-    crate::logging::init(config.gateway.log_format);
+    let _log = crate::logging::init(config.gateway.log_format);
     let mut built = crate::server::build(&config).context("cannot start the gateway")?;
     if demo {
         let (backends, skipped) = DemoBackends::for_config(&config);
@@ -114,7 +114,11 @@ fn run(path: &Path, demo: bool) -> anyhow::Result<()> {
         pools = config.routing.pools.len(),
         "tenantgate starting"
     );
-    built.server.run_forever()
+    // `run` returns after a graceful shutdown (unlike `run_forever`, which exits the process), so
+    // the log guard above still flushes the last lines.
+    built.server.run(pingora::server::RunArgs::default());
+    tracing::info!("tenantgate stopped");
+    Ok(())
 }
 
 /// The one-screen summary `check` prints for a valid file.
