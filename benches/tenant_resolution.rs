@@ -6,7 +6,6 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use http::HeaderName;
@@ -30,13 +29,7 @@ fn routing_config(tenants: usize) -> RoutingConfig {
         }],
         balancing: Balancing::RoundRobin,
         health_check: None,
-        timeouts: PoolTimeouts {
-            connect: Duration::from_secs(1),
-            read: Duration::from_secs(1),
-            write: Duration::from_secs(1),
-            idle: Duration::from_secs(1),
-            fail: Duration::from_secs(1),
-        },
+        timeouts: PoolTimeouts::default(),
     };
     RoutingConfig {
         base_domains: vec!["yourapp.test".into()],

@@ -100,6 +100,25 @@ pub struct PoolTimeouts {
     pub fail: Duration,
 }
 
+/// The documented defaults (README, configuration reference), in milliseconds.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
+pub const DEFAULT_FAIL_TIMEOUT_MS: u64 = 10_000;
+
+impl Default for PoolTimeouts {
+    fn default() -> Self {
+        PoolTimeouts {
+            connect: Duration::from_millis(DEFAULT_CONNECT_TIMEOUT_MS),
+            read: Duration::from_millis(DEFAULT_READ_TIMEOUT_MS),
+            write: Duration::from_millis(DEFAULT_WRITE_TIMEOUT_MS),
+            idle: Duration::from_millis(DEFAULT_IDLE_TIMEOUT_MS),
+            fail: Duration::from_millis(DEFAULT_FAIL_TIMEOUT_MS),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
     pub probe: Probe,

@@ -18,6 +18,8 @@ use super::file::{
 use super::model::{
     AdminSettings, Balancing, GatewayConfig, GatewaySettings, HealthCheckConfig, HostConfig,
     LogFormat, PoolConfig, PoolTimeouts, Probe, RoutingConfig, TenantConfig, UpstreamConfig,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+    DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::routing::host::canonical_domain;
 use crate::tenant::{check_slug, TenantId, TenantStatus};
@@ -27,11 +29,6 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
 pub const DEFAULT_TENANT_HEADER: &str = "X-Tenant-ID";
 pub const MAX_THREADS: usize = 1024;
 
-const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
-const DEFAULT_READ_TIMEOUT_MS: u64 = 60_000;
-const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
-const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
-const DEFAULT_FAIL_TIMEOUT_MS: u64 = 10_000;
 const DEFAULT_CHECK_INTERVAL_MS: u64 = 2_000;
 const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
 const MIN_CHECK_INTERVAL_MS: u64 = 100;

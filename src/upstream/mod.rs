@@ -242,13 +242,7 @@ mod tests {
                 .collect(),
             balancing,
             health_check: None,
-            timeouts: PoolTimeouts {
-                connect: Duration::from_secs(1),
-                read: Duration::from_secs(1),
-                write: Duration::from_secs(1),
-                idle: Duration::from_secs(1),
-                fail: Duration::from_secs(10),
-            },
+            timeouts: PoolTimeouts::default(),
         };
         Pool::new(config, |_| None)
     }
