@@ -273,6 +273,75 @@ pool = "shared"
 }
 
 #[test]
+fn a_type_error_in_gateway_does_not_hide_the_rest_of_the_section() {
+    let text = r#"[gateway]
+threads = "2"
+base_domains = ["yourapp.test"]
+access_log = "yes"
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+domains = ["globex.yourapp.test"]
+
+[tenants.globex]
+pool = "shared"
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("gateway.toml:2:11: gateway.threads: invalid type"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].starts_with("gateway.toml:4:14: gateway.access_log: invalid type"),
+        "{}",
+        errs[1]
+    );
+    // base_domains survived the bad values beside it, so the shadowing check still ran.
+    assert!(errs[2].contains("tenants.acme.domains[0]: \"globex.yourapp.test\" is the subdomain of tenant \"globex\""), "{}", errs[2]);
+}
+
+#[test]
+fn an_overlap_with_the_default_admin_address_points_at_http_listen() {
+    let errs = errors("[gateway]\nhttp_listen = \"127.0.0.1:9900\"\n");
+    assert_eq!(
+        errs,
+        [
+            r#"gateway.toml:2:15: gateway.http_listen: 127.0.0.1:9900 overlaps the admin API's default address 127.0.0.1:9900; set [admin] listen or use another port"#
+        ]
+    );
+}
+
+#[test]
+fn a_health_check_path_that_cannot_be_requested_is_refused() {
+    let text =
+        "[pools.p]\nupstreams = [\"127.0.0.1:9001\"]\nhealth_check = { path = \"/status<x>\" }\n";
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("pools.p.health_check.path: \"/status<x>\" is not a request path"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn a_tenant_header_with_an_underscore_is_refused() {
+    let errs = errors("[gateway]\ntenant_header = \"X_Tenant_ID\"\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0]
+            .starts_with("gateway.toml:2:17: gateway.tenant_header: \"X_Tenant_ID\" contains '_'"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
 fn gateway_settings_are_range_checked() {
     let text = r#"
 [gateway]

@@ -165,9 +165,9 @@ impl Validator {
     }
 
     fn admin(&mut self, a: &AdminFile, http_listen: SocketAddr) -> AdminSettings {
-        let key = KeyPath::root().key("admin").key("listen");
+        let admin_key = KeyPath::root().key("admin").key("listen");
         let listen = self.listen_address(
-            key.clone(),
+            admin_key.clone(),
             a.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
         );
         let overlaps = listen.port() == http_listen.port()
@@ -175,10 +175,18 @@ impl Validator {
                 || listen.ip().is_unspecified()
                 || http_listen.ip().is_unspecified());
         if overlaps && listen.port() != 0 {
-            self.errors.push(ConfigError::at_value(
-                key,
-                format!("{listen} overlaps gateway.http_listen ({http_listen}); the admin API needs its own port"),
-            ));
+            // Point at the line the operator wrote: the admin address may be the default.
+            let error = match a.listen {
+                Some(_) => ConfigError::at_value(
+                    admin_key,
+                    format!("{listen} overlaps gateway.http_listen ({http_listen}); the admin API needs its own port"),
+                ),
+                None => ConfigError::at_value(
+                    KeyPath::root().key("gateway").key("http_listen"),
+                    format!("{http_listen} overlaps the admin API's default address {listen}; set [admin] listen or use another port"),
+                ),
+            };
+            self.errors.push(error);
         }
         AdminSettings { listen }
     }
@@ -220,6 +228,17 @@ impl Validator {
     fn tenant_header(&mut self, name: &str) -> HeaderName {
         let key = KeyPath::root().key("gateway").key("tenant_header");
         match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(h) if h.as_str().contains('_') => {
+                // nginx and Apache drop headers with `_` by default, while CGI-style backends fold
+                // `-` and `_` together: with `_` the backend could see only a client's copy.
+                self.errors.push(ConfigError::at_value(
+                    key,
+                    format!(
+                        "{name:?} contains '_', which many servers drop or fold into '-'; use '-'"
+                    ),
+                ));
+                h
+            }
             Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => {
                 self.errors.push(ConfigError::at_value(
                     key,
@@ -335,14 +354,13 @@ impl Validator {
         let probe = match &hc.path {
             None => Probe::Tcp,
             Some(path) => {
-                if !path.starts_with('/')
-                    || path
-                        .bytes()
-                        .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-                {
+                // The probe is built from this at run time; what fails here would fail there.
+                let buildable =
+                    pingora::http::RequestHeader::build("GET", path.as_bytes(), None).is_ok();
+                if !path.starts_with('/') || !buildable {
                     self.errors.push(ConfigError::at_value(
                         at.key("path"),
-                        format!("{path:?} is not a request path: it must start with '/' and have no spaces"),
+                        format!("{path:?} is not a request path: it must start with '/' and be a valid URI path (no spaces, quotes or angle brackets)"),
                     ));
                 }
                 if let Some(host) = &hc.host {

@@ -26,6 +26,8 @@ pub const X_REQUEST_ID_WIRE: &str = "X-Request-ID";
 
 /// The host a request is for: its Host header, or the HTTP/2 `:authority` (the request URI's
 /// authority). When both are present they must agree; more than one Host header is refused.
+/// Pingora 0.9 already refuses both cases for HTTP/1 before this runs; checking again keeps the
+/// routing decision safe whatever the protocol layer lets through.
 pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> Result<&'a [u8], BadHost> {
     let mut hosts = headers.get_all(HOST).iter();
     let host = hosts.next();
@@ -51,14 +53,13 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// Whether `name` would reach a backend as `tenant_header`: the same name, or the same with `_` for
-/// `-` (names are already lowercase in `HeaderName`).
+/// Whether `name` would reach a backend as `tenant_header`: backends that fold header names into
+/// CGI-style variables (`HTTP_X_TENANT_ID`) make `-` and `_` the same (names are already lowercase
+/// in `HeaderName`).
 fn spells_like(name: &HeaderName, tenant_header: &HeaderName) -> bool {
+    let fold = |b: u8| if b == b'_' { b'-' } else { b };
     let (a, b) = (name.as_str().as_bytes(), tenant_header.as_str().as_bytes());
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(&x, &y)| x == y || (x == b'_' && y == b'-'))
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
 /// What the upstream is told about this request.
@@ -245,6 +246,26 @@ mod tests {
         assert_eq!(values(&r, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&r, "x-forwarded-host"), ["acme.yourapp.test:8080"]);
         assert_eq!(values(&r, "x-request-id"), ["rid-1"]);
+    }
+
+    #[test]
+    fn underscore_and_hyphen_spellings_are_one_name_both_ways() {
+        let hyphen = HeaderName::from_static("x-tenant-id");
+        let underscore = HeaderName::from_static("x_tenant_id");
+        assert!(spells_like(&underscore, &hyphen));
+        assert!(spells_like(&hyphen, &underscore));
+        assert!(spells_like(
+            &HeaderName::from_static("x-tenant_id"),
+            &hyphen
+        ));
+        assert!(!spells_like(
+            &HeaderName::from_static("x-tenant-ids"),
+            &hyphen
+        ));
+        assert!(!spells_like(
+            &HeaderName::from_static("x-tenant-ix"),
+            &hyphen
+        ));
     }
 
     #[test]
