@@ -220,3 +220,41 @@ async fn a_slow_upstream_gives_504_upstream_timeout() {
         assert_eq!(u["available"], true, "{status}");
     }
 }
+
+#[tokio::test]
+async fn a_single_upstream_pool_serves_again_as_soon_as_its_upstream_is_back() {
+    let mut only = Upstream::start("only").await;
+    let config = r#"
+[gateway]
+http_listen = "{http}"
+base_domains = ["yourapp.test"]
+[admin]
+listen = "{admin}"
+[pools.solo]
+upstreams = ["{only}"]
+fail_timeout_ms = 60000
+[tenants.acme]
+pool = "solo"
+"#;
+    let gw = Gateway::start(config, &[&only]).await;
+    assert_eq!(send(gw.get("acme.yourapp.test", "/")).await.status, 200);
+
+    // A restart: one request finds nothing listening and is refused with 503.
+    let addr = only.addr;
+    only.kill().await;
+    let r = send(gw.get("acme.yourapp.test", "/")).await;
+    assert_eq!(
+        (r.status, r.body["error"].as_str()),
+        (503, Some("no_healthy_upstream"))
+    );
+
+    // Back on its port long before fail_timeout ends: the very next request is served.
+    let only = Upstream::start_on("only", addr).await;
+    let r = send(gw.get("acme.yourapp.test", "/")).await;
+    assert_eq!(
+        (r.status, r.body["upstream"].as_str()),
+        (200, Some("only")),
+        "{r:?}"
+    );
+    assert_eq!(only.hits(), 1);
+}

@@ -158,9 +158,9 @@ impl Metrics {
         self.retries.inc();
     }
 
-    /// Off the hot path: only after a failed connection.
-    pub fn observe_ejection(&self, pool: &str, upstream: &str) {
-        self.ejections.with_label_values(&[pool, upstream]).inc();
+    /// The ejection counter of one upstream, resolved when its pool is built.
+    pub fn upstream_ejections(&self, pool: &str, upstream: &str) -> IntCounter {
+        self.ejections.with_label_values(&[pool, upstream])
     }
 
     pub fn upstream_healthy(&self, pool: &str, upstream: &str) -> IntGauge {

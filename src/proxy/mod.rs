@@ -175,8 +175,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Skips the upstream for the pool's `fail_timeout` and marks the error retryable, so
-    /// `upstream_peer` runs again and picks another. The returned error decides the retry.
+    /// Ejects the upstream (passive health) and marks the error retryable, so `upstream_peer` runs
+    /// again and picks another. The returned error decides the retry.
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -185,10 +185,7 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(pool), Some(index)) = (ctx.pool(), ctx.upstream) {
-            if let Some(upstream) = pool.upstream(index) {
-                upstream.state.eject_for(pool.config.timeouts.fail);
-                self.metrics.observe_ejection(pool.name(), &upstream.label);
-            }
+            pool.eject(index);
             ctx.refused.insert(index);
         }
         ctx.in_flight = None;

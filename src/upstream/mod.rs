@@ -12,8 +12,10 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pingora::upstreams::peer::HttpPeer;
+use prometheus::IntCounter;
 
 use crate::config::model::{Balancing, PoolConfig};
+use crate::metrics::Metrics;
 
 /// Health of one upstream, from active checks and from failed connections.
 #[derive(Debug)]
@@ -97,6 +99,8 @@ pub struct Upstream {
     /// Built once at load time with the pool's timeouts; cloned per request (no DNS, no parsing).
     pub peer: HttpPeer,
     pub state: Arc<UpstreamState>,
+    /// Resolved once, so counting an ejection on the request path is an atomic add.
+    ejections: IntCounter,
 }
 
 /// Upstreams to leave out when choosing for one request (those that refused it a connection). Tracks
@@ -146,6 +150,7 @@ impl Pool {
                     addr: u.addr,
                     peer,
                     state: states(u.addr).unwrap_or_default(),
+                    ejections: Metrics::get().upstream_ejections(&config.name, &u.label),
                 }
             })
             .collect();
@@ -173,10 +178,19 @@ impl Pool {
         self.upstreams.iter().any(|u| u.state.is_available())
     }
 
-    /// Picks an available upstream not in `exclude`, by the pool's balancing rule.
+    /// Picks an upstream not in `exclude`, by the pool's balancing rule: an available one when there
+    /// is one. When every upstream is only ejected (refused a connection within `fail_timeout`),
+    /// one that active checks still call healthy is tried anyway: it may be back already, and
+    /// refusing every request for the rest of `fail_timeout` would turn a blip into an outage (for a
+    /// single-upstream pool, any restart). Each request tries an upstream at most once.
     pub fn select(&self, exclude: Tried) -> Option<usize> {
+        let state = |i: usize| &self.upstreams[i].state;
+        self.pick(|i| !exclude.contains(i) && state(i).is_available())
+            .or_else(|| self.pick(|i| !exclude.contains(i) && state(i).is_healthy()))
+    }
+
+    fn pick(&self, usable: impl Fn(usize) -> bool) -> Option<usize> {
         let n = self.upstreams.len();
-        let usable = |i: usize| !exclude.contains(i) && self.upstreams[i].state.is_available();
         match self.config.balancing {
             Balancing::RoundRobin => {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
@@ -197,6 +211,18 @@ impl Pool {
                     }
                 }
                 (0..n).filter(|&i| usable(i)).min_by_key(|&i| load(i))
+            }
+        }
+    }
+
+    /// Skips the upstream for the pool's `fail_timeout` after it failed a connection (passive
+    /// health), and counts it.
+    pub fn eject(&self, index: usize) {
+        let fail = self.config.timeouts.fail;
+        if let Some(upstream) = self.upstreams.get(index) {
+            if !fail.is_zero() {
+                upstream.state.eject_for(fail);
+                upstream.ejections.inc();
             }
         }
     }
@@ -255,30 +281,61 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_and_tried_upstreams_are_skipped() {
+    fn unavailable_and_excluded_upstreams_are_skipped() {
         let p = pool(3, Balancing::RoundRobin);
         p.upstreams[1].state.set_healthy(false);
         p.upstreams[2].state.eject_for(Duration::from_secs(60));
         for _ in 0..5 {
             assert_eq!(p.select(Tried::default()), Some(0));
         }
-        let mut tried = Tried::default();
-        tried.insert(0);
-        assert_eq!(p.select(tried), None);
+        // With 0 excluded, the ejected (but healthy) 2 is tried rather than nothing.
+        let mut exclude = Tried::default();
+        exclude.insert(0);
+        assert_eq!(p.select(exclude), Some(2));
+        exclude.insert(2);
+        assert_eq!(p.select(exclude), None);
         assert!(p.has_available());
-
-        // A passing active check ends the ejection early.
-        p.upstreams[2].state.set_healthy(true);
-        assert_eq!(p.select(tried), Some(2));
     }
 
     #[test]
-    fn an_ejection_ends_by_itself() {
-        let p = pool(1, Balancing::RoundRobin);
+    fn a_passing_check_ends_an_ejection_early() {
+        let p = pool(2, Balancing::RoundRobin);
+        p.upstreams[1].state.eject_for(Duration::from_secs(60));
+        assert!(!p.upstreams[1].state.is_available());
+        p.upstreams[1].state.set_healthy(true);
+        assert!(p.upstreams[1].state.is_available());
+    }
+
+    #[test]
+    fn an_ejected_upstream_is_avoided_until_its_ejection_ends() {
+        let p = pool(2, Balancing::RoundRobin);
         p.upstreams[0].state.eject_for(Duration::from_millis(30));
-        assert_eq!(p.select(Tried::default()), None);
+        for _ in 0..4 {
+            assert_eq!(p.select(Tried::default()), Some(1));
+        }
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(p.select(Tried::default()), Some(0));
+        let picks: Vec<_> = (0..4).filter_map(|_| p.select(Tried::default())).collect();
+        assert!(picks.contains(&0) && picks.contains(&1), "{picks:?}");
+    }
+
+    #[test]
+    fn when_every_upstream_is_ejected_the_healthy_ones_are_still_tried() {
+        let p = pool(2, Balancing::LeastRequest);
+        p.upstreams[0].state.eject_for(Duration::from_secs(60));
+        p.upstreams[1].state.eject_for(Duration::from_secs(60));
+        assert!(!p.has_available());
+        let first = p
+            .select(Tried::default())
+            .expect("an ejected upstream to try");
+        let mut exclude = Tried::default();
+        exclude.insert(first);
+        assert_eq!(p.select(exclude), Some(1 - first));
+        exclude.insert(1 - first);
+        assert_eq!(p.select(exclude), None);
+        // Unhealthy by active checks is never tried.
+        p.upstreams[0].state.set_healthy(false);
+        p.upstreams[1].state.set_healthy(false);
+        assert_eq!(p.select(Tried::default()), None);
     }
 
     #[test]
