@@ -67,8 +67,8 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
     for (key, value) in root.into_inner() {
         let at = KeyPath::root().key(key.get_ref());
         match key.get_ref().as_ref() {
-            "gateway" => file.gateway = decode(value, &at, &mut errors).unwrap_or_default(),
-            "admin" => file.admin = decode(value, &at, &mut errors).unwrap_or_default(),
+            "gateway" => file.gateway = decode_section(value, &at, &mut errors),
+            "admin" => file.admin = decode_section(value, &at, &mut errors),
             "pools" => file.pools = decode_entries(value, &at, &mut errors),
             "tenants" => file.tenants = decode_entries(value, &at, &mut errors),
             "hosts" => file.hosts = decode_entries(value, &at, &mut errors),
@@ -114,6 +114,46 @@ fn decode<T: DeserializeOwned>(
                 ..ConfigError::at_value(at.clone(), e.message().to_owned())
             });
             None
+        }
+    }
+}
+
+/// Decodes a section of settings (`[gateway]`, `[admin]`). A key with a type error is reported and
+/// left out, and the rest decoded again: one bad value must not hide the others, nor the checks that
+/// depend on them (`base_domains` for subdomain shadowing, listen addresses for overlaps).
+fn decode_section<T: DeserializeOwned + Default>(
+    value: Spanned<DeValue<'_>>,
+    at: &KeyPath,
+    errors: &mut Vec<ConfigError>,
+) -> T {
+    let span = value.span();
+    let DeValue::Table(mut table) = value.into_inner() else {
+        errors.push(ConfigError {
+            span: Some(span),
+            ..ConfigError::at_value(at.clone(), "must be a table")
+        });
+        return T::default();
+    };
+    loop {
+        let reported = errors.len();
+        let attempt = Spanned::new(span.clone(), DeValue::Table(table.clone()));
+        if let Some(decoded) = decode(attempt, at, errors) {
+            return decoded;
+        }
+        let Some(bad) = errors.get(reported).and_then(|e| e.span.clone()) else {
+            return T::default();
+        };
+        let inside = |s: Range<usize>| s.start <= bad.start && bad.end <= s.end;
+        let culprit = table
+            .iter()
+            .find(|(k, v)| inside(k.span()) || inside(v.span()))
+            .map(|(k, _)| k.get_ref().to_string());
+        match culprit {
+            Some(key) => {
+                table.remove(key.as_str());
+            }
+            // An error not tied to one key (a missing required key): nothing left to salvage.
+            None => return T::default(),
         }
     }
 }
