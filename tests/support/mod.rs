@@ -9,7 +9,6 @@
 
 pub mod upstream;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -253,13 +252,14 @@ pub async fn send(req: reqwest::RequestBuilder) -> Reply {
     Reply::from(req.send().await.expect("request")).await
 }
 
-/// Writes raw bytes (for requests no well-behaved client would send) and returns the raw response.
-pub fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(WAIT)).expect("timeout");
-    stream.write_all(request).expect("write");
+/// Writes raw bytes (for requests no well-behaved client would send) and returns the raw response,
+/// read until the gateway closes the connection. Async: the test's upstreams run on the same runtime.
+pub async fn raw_request(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
     let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
+    let _ = tokio::time::timeout(WAIT, stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
 
