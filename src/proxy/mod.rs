@@ -78,7 +78,7 @@ impl RequestCtx {
     /// Chooses an available upstream of the route's pool that has not refused this request, and
     /// counts the request on it; false when there is none.
     fn choose_upstream(&mut self) -> bool {
-        let Some(pool) = self.table.pool(self.route.map_or(usize::MAX, |r| r.pool)) else {
+        let Some(pool) = self.route.and_then(|r| self.table.pool(r.pool)) else {
             return false;
         };
         let Some(index) = pool.select(self.refused) else {
