@@ -47,7 +47,16 @@ async fn metrics_count_the_traffic_sent() {
     }
     assert_eq!(send(gw.get("globex.yourapp.test", "/")).await.status, 403);
 
-    let m = gw.admin_text("/metrics").await;
+    // A request is counted in its logging phase, just after its response is sent: wait (bounded)
+    // until all six are in, then check every number.
+    let deadline = std::time::Instant::now() + support::WAIT;
+    let mut m = gw.admin_text("/metrics").await;
+    while sample(&m, "tenantgate_request_duration_seconds_count") < 6.0
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        m = gw.admin_text("/metrics").await;
+    }
     assert_eq!(
         sample(&m, r#"tenantgate_requests_total{status_class="2xx"}"#),
         3.0,
