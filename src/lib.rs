@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod gateway_error;
 pub mod logging;

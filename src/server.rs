@@ -7,13 +7,16 @@ use std::sync::Arc;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
-use pingora::server::configuration::ServerConf;
+use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApi;
 use crate::config::GatewayConfig;
+use crate::control::audit::AuditOpenError;
+use crate::control::watch::ConfigWatcher;
+use crate::control::ControlPlane;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
@@ -33,57 +36,87 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Audit(#[from] AuditOpenError),
 }
 
-/// A configured server, ready to run (`Server::run_forever`); callers may add services first.
+/// How this process starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StartOptions {
+    /// Take the listening sockets over from a running gateway (Pingora's graceful upgrade): this
+    /// process waits for them, then the old one is sent SIGQUIT.
+    pub upgrade: bool,
+}
+
+/// A configured server, ready to run; callers may add services first.
 pub struct GatewayServer {
     pub server: Server,
-    pub table: Arc<TableHandle>,
+    pub control: Arc<ControlPlane>,
 }
 
-/// Builds the server for `config`: checks its listen addresses are free, builds the routing table and
-/// adds the proxy, admin and health-check services.
-pub fn build(config: &GatewayConfig) -> Result<GatewayServer, StartError> {
-    ensure_free("gateway.http_listen", config.gateway.http_listen)?;
-    ensure_free("admin.listen", config.admin.listen)?;
+/// Where the old and new process of a graceful upgrade meet; one per data-plane port, so gateways
+/// on one machine do not take each other's sockets.
+pub fn upgrade_socket(config: &GatewayConfig) -> String {
+    format!(
+        "/tmp/tenantgate-upgrade-{}.sock",
+        config.gateway.http_listen.port()
+    )
+}
+
+/// Builds the server for `config` (read from `text`): checks its listen addresses are free (unless
+/// upgrading), builds the routing table and adds the proxy, admin, health-check and reload services.
+pub fn build(
+    config: GatewayConfig,
+    text: String,
+    options: StartOptions,
+) -> Result<GatewayServer, StartError> {
+    if !options.upgrade {
+        ensure_free("gateway.http_listen", config.gateway.http_listen)?;
+        ensure_free("admin.listen", config.admin.listen)?;
+    }
 
     let conf = ServerConf {
         threads: config.gateway.threads,
         work_stealing: config.gateway.work_stealing,
         grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECONDS),
-        upgrade_sock: format!(
-            "/tmp/tenantgate-upgrade-{}.sock",
-            config.gateway.http_listen.port()
-        ),
+        upgrade_sock: upgrade_socket(&config),
         pid_file: format!("/tmp/tenantgate-{}.pid", config.gateway.http_listen.port()),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = Opt {
+        upgrade: options.upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let table = RoutingTable::build(&config.routing, 1, None);
     Metrics::get().observe_table(&table);
     let table = Arc::new(TableHandle::new(table));
+    let (http_listen, admin_listen, h2c) = (
+        config.gateway.http_listen,
+        config.admin.listen,
+        config.gateway.h2c,
+    );
+    let control = Arc::new(ControlPlane::new(config, text, Arc::clone(&table))?);
 
     let mut options = HttpServerOptions::default();
-    options.h2c = config.gateway.h2c;
-    let mut proxy = ProxyServiceBuilder::new(
-        &server.configuration,
-        Gateway::new(Arc::clone(&table), config.gateway.access_log),
-    )
-    .name("tenantgate proxy")
-    .server_options(options)
-    .build();
-    proxy.add_tcp(&config.gateway.http_listen.to_string());
+    options.h2c = h2c;
+    let mut proxy =
+        ProxyServiceBuilder::new(&server.configuration, Gateway::new(Arc::clone(&table)))
+            .name("tenantgate proxy")
+            .server_options(options)
+            .build();
+    proxy.add_tcp(&http_listen.to_string());
     server.add_service(proxy);
 
     let mut admin = Service::new(
         "tenantgate admin".to_owned(),
-        HttpServer::new_app(AdminApi::new(Arc::clone(&table), config.path.clone())),
+        HttpServer::new_app(AdminApi::new(Arc::clone(&control))),
     );
     admin.threads = Some(1);
-    admin.add_tcp(&config.admin.listen.to_string());
+    admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
 
     let mut health = background_service(
@@ -93,7 +126,14 @@ pub fn build(config: &GatewayConfig) -> Result<GatewayServer, StartError> {
     health.threads = Some(1);
     server.add_service(health);
 
-    Ok(GatewayServer { server, table })
+    let mut watcher = background_service(
+        "tenantgate config watcher",
+        ConfigWatcher::new(Arc::clone(&control)),
+    );
+    watcher.threads = Some(1);
+    server.add_service(watcher);
+
+    Ok(GatewayServer { server, control })
 }
 
 /// Fails fast, with the setting's name, when an address is taken (Pingora would retry for 30 s and

@@ -1,46 +1,65 @@
-//! The admin API on its own listener (loopback by default): liveness, Prometheus metrics, and the
-//! state of the running routing table.
+//! The admin API on its own listener (loopback by default): liveness, metrics, the state of the
+//! running routing table, and the changes operators make to it (reload, promote, rollback, suspend,
+//! activate), all through the control plane.
 //!
-//! Architecture invariant: the admin API reads the same `TableHandle` as the proxy, never a copy, so
-//! what it reports is what requests are routed by.
+//! Architecture invariant: the admin API reads the same `TableHandle` as the proxy and changes it only
+//! through `ControlPlane`, so what it reports is what requests are routed by, and every change is
+//! validated, persisted and audited.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use http::{header, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::config::model::TenantConfig;
+use crate::control::audit::Actor;
+use crate::control::promotion::{
+    PromotionRequest, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_PAUSE,
+};
+use crate::control::{ControlPlane, Outcome, Refusal};
 use crate::metrics::Metrics;
-use crate::routing::{RoutingTable, TableHandle};
+use crate::routing::RoutingTable;
 use crate::tenant::TenantStatus;
 
+/// Request bodies are small JSON objects; anything larger is refused.
+const MAX_BODY: usize = 64 * 1024;
+/// `GET /tenants` pages: at most this many tenants per answer unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 1000;
+
 pub struct AdminApi {
-    table: Arc<TableHandle>,
-    config_path: PathBuf,
+    control: Arc<ControlPlane>,
     started: Instant,
 }
 
 impl AdminApi {
-    pub fn new(table: Arc<TableHandle>, config_path: PathBuf) -> Self {
+    pub fn new(control: Arc<ControlPlane>) -> Self {
         AdminApi {
-            table,
-            config_path,
+            control,
             started: Instant::now(),
         }
     }
 
     fn status(&self) -> Value {
-        let table = self.table.load();
+        let table = self.control.table().load();
+        let applied = self.control.applied();
         json!({
             "version": env!("CARGO_PKG_VERSION"),
-            "config": self.config_path.display().to_string(),
+            "config": self.control.path().display().to_string(),
+            "audit_log": self.control.audit_path().display().to_string(),
             "generation": table.generation(),
             "uptime_seconds": self.started.elapsed().as_secs(),
+            "last_change": self.control.last_change().map(|c| c.to_json()),
             "base_domains": table.base_domains().collect::<Vec<_>>(),
+            "listen": {
+                "http": applied.config.gateway.http_listen.to_string(),
+                "admin": applied.config.admin.listen.to_string(),
+            },
             "tenants": tenant_counts(&table),
             "hosts": table.hosts().iter().map(|h| json!({
                 "host": h.host,
@@ -49,6 +68,164 @@ impl AdminApi {
             "pools": pools(&table),
         })
     }
+
+    fn tenant_view(&self, table: &RoutingTable, t: &TenantConfig) -> Value {
+        let running = table.tenant_by_id(t.id.as_str());
+        let canary = t.canary.as_ref().map(|c| {
+            let (requests, failures) = running
+                .and_then(|r| r.canary.as_ref())
+                .map_or((0, 0), |c| c.stats.snapshot());
+            json!({ "pool": c.pool, "percent": c.percent, "requests": requests, "failures": failures })
+        });
+        let promotion = match (self.control.promotion(t.id.as_str()), &t.canary) {
+            (Some(run), _) if run.is_running() || t.canary.is_none() => run.to_json(),
+            // A canary with no runner: a promotion interrupted by a restart.
+            (_, Some(c)) => json!({ "state": "paused", "to": c.pool, "percent": c.percent }),
+            (Some(run), None) => run.to_json(),
+            (None, None) => Value::Null,
+        };
+        json!({
+            "id": t.id.as_str(),
+            "name": t.name,
+            "status": t.status.as_str(),
+            "pool": t.pool,
+            "isolation": match running.is_some_and(|r| table.is_dedicated(r)) {
+                true => "dedicated",
+                false => "shared",
+            },
+            "previous_pool": t.previous_pool,
+            "domains": t.domains,
+            "canary": canary,
+            "promotion": promotion,
+        })
+    }
+
+    fn tenants(&self, query: &str) -> Response<Vec<u8>> {
+        let mut status = None;
+        let mut pool = None;
+        let mut limit = DEFAULT_PAGE;
+        let mut offset = 0;
+        for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            match key {
+                "status" => status = Some(value),
+                "pool" => pool = Some(value),
+                "limit" => limit = value.parse().unwrap_or(DEFAULT_PAGE),
+                "offset" => offset = value.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+        let table = self.control.table().load();
+        let applied = self.control.applied();
+        let matching: Vec<&TenantConfig> = applied
+            .config
+            .routing
+            .tenants
+            .iter()
+            .filter(|t| status.is_none_or(|s| t.status.as_str() == s))
+            .filter(|t| pool.is_none_or(|p| t.pool == p))
+            .collect();
+        let page: Vec<Value> = matching
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|t| self.tenant_view(&table, t))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({ "total": matching.len(), "offset": offset, "tenants": page }),
+        )
+    }
+
+    fn tenant(&self, id: &str) -> Response<Vec<u8>> {
+        let table = self.control.table().load();
+        let applied = self.control.applied();
+        match applied
+            .config
+            .routing
+            .tenants
+            .iter()
+            .find(|t| t.id.as_str() == id)
+        {
+            Some(t) => json_response(StatusCode::OK, &self.tenant_view(&table, t)),
+            None => refusal_response(&Refusal::UnknownTenant(id.to_owned())),
+        }
+    }
+
+    /// The answer to a change: the outcome, and the tenant as it is now.
+    fn changed(&self, result: Result<Outcome, Refusal>, tenant: Option<&str>) -> Response<Vec<u8>> {
+        match result {
+            Ok(outcome) => {
+                let mut body = outcome.to_json();
+                if let Some(id) = tenant {
+                    let table = self.control.table().load();
+                    let applied = self.control.applied();
+                    if let Some(t) = applied
+                        .config
+                        .routing
+                        .tenants
+                        .iter()
+                        .find(|t| t.id.as_str() == id)
+                    {
+                        body["tenant"] = self.tenant_view(&table, t);
+                    }
+                }
+                json_response(StatusCode::OK, &body)
+            }
+            Err(refusal) => refusal_response(&refusal),
+        }
+    }
+
+    async fn tenant_action(
+        &self,
+        actor: Actor,
+        id: &str,
+        action: &str,
+        body: &[u8],
+    ) -> Response<Vec<u8>> {
+        let result = match action {
+            "promote" => match promotion_request(body) {
+                Ok(request) => self.control.promote(actor, id, request).await,
+                Err(refusal) => Err(refusal),
+            },
+            "rollback" => self.control.rollback(actor, id).await,
+            "suspend" => {
+                self.control
+                    .set_status(actor, id, TenantStatus::Suspended)
+                    .await
+            }
+            "activate" => {
+                self.control
+                    .set_status(actor, id, TenantStatus::Active)
+                    .await
+            }
+            _ => return json_error(StatusCode::NOT_FOUND, "not_found", "no such tenant action"),
+        };
+        self.changed(result, Some(id))
+    }
+}
+
+/// The body of `POST /tenants/{id}/promote`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    pool: String,
+    #[serde(default)]
+    steps: Vec<u8>,
+    pause_ms: Option<u64>,
+    max_error_rate: Option<f64>,
+    min_requests: Option<u64>,
+}
+
+fn promotion_request(body: &[u8]) -> Result<PromotionRequest, Refusal> {
+    let body: PromoteBody = serde_json::from_slice(body)
+        .map_err(|e| Refusal::BadRequest(format!("expected {{\"pool\": \"...\"}} with optional steps, pause_ms, max_error_rate, min_requests: {e}")))?;
+    Ok(PromotionRequest {
+        pool: body.pool,
+        steps: body.steps,
+        pause: body.pause_ms.map_or(DEFAULT_PAUSE, Duration::from_millis),
+        max_error_rate: body.max_error_rate.unwrap_or(DEFAULT_MAX_ERROR_RATE),
+        min_requests: body.min_requests.unwrap_or(DEFAULT_MIN_REQUESTS),
+    })
 }
 
 fn tenant_counts(table: &RoutingTable) -> Value {
@@ -126,27 +303,100 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response<Vec<u8>
     json_response(status, &json!({ "error": code, "message": message }))
 }
 
+fn refusal_response(refusal: &Refusal) -> Response<Vec<u8>> {
+    let status =
+        StatusCode::from_u16(refusal.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(status, &refusal.to_json())
+}
+
+/// The request body, up to `MAX_BODY`; `None` when it is larger or cannot be read.
+async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
+    let mut body = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return None;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Some(body.to_vec()),
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Who is asking: the client's address, and the name it gives itself in `X-Actor` (informational,
+/// recorded in the audit log as given, at most 64 printable characters).
+fn actor(session: &ServerSession) -> Actor {
+    let peer = session
+        .client_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    let name = session
+        .req_header()
+        .headers
+        .get("x-actor")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.chars()
+                .filter(|c| !c.is_control())
+                .take(64)
+                .collect::<String>()
+        })
+        .filter(|v| !v.is_empty());
+    Actor::Api { peer, name }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let path = req.uri.path();
-        let known = matches!(path, "/healthz" | "/metrics" | "/status");
-        if known && req.method != Method::GET && req.method != Method::HEAD {
-            return json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use GET",
-            );
-        }
-        match path {
-            "/healthz" => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
-            "/metrics" => respond(
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        let query = session.req_header().uri.query().unwrap_or("").to_owned();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let reading = method == Method::GET || method == Method::HEAD;
+        match (reading, segments.as_slice()) {
+            (true, ["healthz"]) => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+            (true, ["metrics"]) => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 Metrics::get().render().into_bytes(),
             ),
-            "/status" => json_response(StatusCode::OK, &self.status()),
+            (true, ["status"]) => json_response(StatusCode::OK, &self.status()),
+            (true, ["config"]) => respond(
+                StatusCode::OK,
+                "application/toml",
+                self.control.applied().text.as_bytes().to_vec(),
+            ),
+            (true, ["tenants"]) => self.tenants(&query),
+            (true, ["tenants", id]) => self.tenant(id),
+            (false, ["reload"]) if method == Method::POST => {
+                let actor = actor(session);
+                self.changed(self.control.reload(actor).await, None)
+            }
+            (false, ["tenants", id, action]) if method == Method::POST => {
+                let actor = actor(session);
+                let Some(body) = read_body(session).await else {
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is over 64 KiB",
+                    );
+                };
+                self.tenant_action(actor, id, action, &body).await
+            }
+            (_, ["healthz" | "metrics" | "status" | "config" | "tenants"] | ["tenants", _]) => {
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use GET",
+                )
+            }
+            (_, ["reload"] | ["tenants", _, _]) => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            ),
             _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }

@@ -58,6 +58,9 @@ pub enum LogFormatFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct AdminFile {
     pub listen: Option<String>,
+    /// Where every change to the routing table is recorded (JSON lines); relative to the config
+    /// file's folder. Default: `<config name>.audit.jsonl` beside the config file.
+    pub audit_log: Option<String>,
 }
 
 /// `[pools.<name>]`: a set of interchangeable upstreams and how to use them.
@@ -104,6 +107,17 @@ pub struct TenantFile {
     pub pool: Option<String>,
     #[serde(default)]
     pub domains: Vec<String>,
+    /// The pool the tenant was promoted from; `rollback` moves it back there. Set by `promote`.
+    pub previous_pool: Option<String>,
+    /// A stepped promotion in progress: `percent` of the tenant's requests go to `pool` instead of
+    /// the tenant's own `pool`. Set and cleared by `promote` and `rollback`.
+    pub canary: Option<CanaryFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct CanaryFile {
+    pub pool: Option<String>,
+    pub percent: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

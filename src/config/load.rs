@@ -22,11 +22,18 @@ pub const SECTIONS: &[&str] = &["gateway", "admin", "pools", "tenants", "hosts"]
 
 /// Reads, decodes and validates the file at `path`.
 pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
+    load_with_text(path).map(|(config, _)| config)
+}
+
+/// As `load`, and also returns the text the config was read from (the control plane keeps it, to
+/// edit and to tell a real change on disk from a touch).
+pub fn load_with_text(path: &Path) -> Result<(GatewayConfig, String), LoadError> {
     let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    load_str(path, &text).map_err(LoadError::Invalid)
+    let config = load_str(path, &text).map_err(LoadError::Invalid)?;
+    Ok((config, text))
 }
 
 /// Decodes and validates `text` as if read from `path` (which names the file in errors).

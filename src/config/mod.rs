@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing outside this module sees raw TOML. A file is either accepted
 //! whole or refused whole with every error, each placed at its file, line, column and key.
 
+pub mod diff;
 pub mod error;
 pub mod file;
 pub mod load;
@@ -11,7 +12,7 @@ pub mod model;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors, KeyPath, LoadError, Location};
-pub use load::{load, load_str};
+pub use load::{load, load_str, load_with_text};
 pub use model::GatewayConfig;
 
 #[cfg(test)]

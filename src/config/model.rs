@@ -25,7 +25,6 @@ pub struct GatewayConfig {
 pub struct GatewaySettings {
     pub http_listen: SocketAddr,
     pub threads: usize,
-    pub access_log: bool,
     pub log_format: LogFormat,
     pub h2c: bool,
     pub work_stealing: bool,
@@ -40,6 +39,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// Absolute (resolved against the config file's folder).
+    pub audit_log: PathBuf,
 }
 
 /// What the routing table is built from.
@@ -50,6 +51,8 @@ pub struct RoutingConfig {
     pub tenant_header: HeaderName,
     /// The tenant header as the operator spelled it, for the wire (HTTP/1 keeps header case).
     pub tenant_header_spelling: &'static str,
+    /// One log line per request; part of the routing table so that a reload can switch it.
+    pub access_log: bool,
     pub pools: Vec<PoolConfig>,
     pub tenants: Vec<TenantConfig>,
     pub hosts: Vec<HostConfig>,
@@ -144,6 +147,17 @@ pub struct TenantConfig {
     pub pool: String,
     /// Canonical exact hosts of this tenant besides its subdomains.
     pub domains: Vec<String>,
+    /// Where `rollback` sends the tenant: the pool it was promoted from.
+    pub previous_pool: Option<String>,
+    /// A promotion in progress: part of the traffic goes to another pool.
+    pub canary: Option<CanaryConfig>,
+}
+
+/// `percent` (1 to 99) of a tenant's requests go to `pool`, the rest to the tenant's own pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanaryConfig {
+    pub pool: String,
+    pub percent: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,9 +3,9 @@
 //! Validation never stops at the first problem and never panics: an operator fixing a file should see
 //! the whole list in one run of `tenantgate check`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -16,9 +16,9 @@ use super::file::{
     LogFormatFile, PoolFile, TenantFile, TenantStatusFile,
 };
 use super::model::{
-    AdminSettings, Balancing, GatewayConfig, GatewaySettings, HealthCheckConfig, HostConfig,
-    LogFormat, PoolConfig, PoolTimeouts, Probe, RoutingConfig, TenantConfig, UpstreamConfig,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+    AdminSettings, Balancing, CanaryConfig, GatewayConfig, GatewaySettings, HealthCheckConfig,
+    HostConfig, LogFormat, PoolConfig, PoolTimeouts, Probe, RoutingConfig, TenantConfig,
+    UpstreamConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
     DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::routing::host::canonical_domain;
@@ -58,7 +58,7 @@ const RESERVED_HEADERS: &[&str] = &[
 pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
     let mut v = Validator::default();
     let gateway = v.gateway(&file.gateway);
-    let admin = v.admin(&file.admin, gateway.http_listen);
+    let admin = v.admin(&file.admin, gateway.http_listen, path);
     let base_domains = v.base_domains(&file.gateway.base_domains);
     let tenant_header_spelling = file
         .gateway
@@ -67,7 +67,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .unwrap_or(DEFAULT_TENANT_HEADER);
     let tenant_header = v.tenant_header(tenant_header_spelling);
 
-    let pool_names: Vec<&str> = file.pools.iter().map(|e| e.name.as_str()).collect();
+    let pool_names: PoolNames = file.pools.iter().map(|e| e.name.as_str()).collect();
     let pools = file
         .pools
         .iter()
@@ -103,12 +103,16 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
             base_domains,
             tenant_header,
             tenant_header_spelling: intern(tenant_header_spelling),
+            access_log: file.gateway.access_log.unwrap_or(true),
             pools,
             tenants,
             hosts,
         },
     })
 }
+
+/// Every pool name in the file, also of pools that did not decode (their errors are reported once).
+type PoolNames<'a> = HashSet<&'a str>;
 
 /// Who owns an exact host name, and where the operator said so.
 struct Claim {
@@ -154,7 +158,6 @@ impl Validator {
         GatewaySettings {
             http_listen,
             threads,
-            access_log: g.access_log.unwrap_or(true),
             log_format: match g.log_format {
                 None | Some(LogFormatFile::Text) => LogFormat::Text,
                 Some(LogFormatFile::Json) => LogFormat::Json,
@@ -164,7 +167,7 @@ impl Validator {
         }
     }
 
-    fn admin(&mut self, a: &AdminFile, http_listen: SocketAddr) -> AdminSettings {
+    fn admin(&mut self, a: &AdminFile, http_listen: SocketAddr, config: &Path) -> AdminSettings {
         let admin_key = KeyPath::root().key("admin").key("listen");
         let listen = self.listen_address(
             admin_key.clone(),
@@ -188,7 +191,25 @@ impl Validator {
             };
             self.errors.push(error);
         }
-        AdminSettings { listen }
+        let folder = config.parent().unwrap_or_else(|| Path::new(""));
+        let audit_log = match &a.audit_log {
+            Some(path) if path.trim().is_empty() => {
+                self.errors.push(ConfigError::at_value(
+                    KeyPath::root().key("admin").key("audit_log"),
+                    "is empty: give a file path, or leave the key out for the default beside the config",
+                ));
+                PathBuf::new()
+            }
+            Some(path) => folder.join(path),
+            None => {
+                let stem = config
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .unwrap_or("tenantgate");
+                folder.join(format!("{stem}.audit.jsonl"))
+            }
+        };
+        AdminSettings { listen, audit_log }
     }
 
     fn listen_address(&mut self, key: KeyPath, text: &str) -> SocketAddr {
@@ -441,7 +462,7 @@ impl Validator {
         &mut self,
         id: &str,
         t: &TenantFile,
-        pool_names: &[&str],
+        pool_names: &PoolNames<'_>,
         claims: &mut Claims,
     ) -> Option<TenantConfig> {
         let at = KeyPath::root().key("tenants").key(id);
@@ -455,6 +476,7 @@ impl Validator {
             })
             .ok();
         let pool = self.pool_reference(&at, t.pool.as_deref(), pool_names, "tenant");
+        let (previous_pool, canary) = self.promotion_state(&at, t, t.pool.as_deref(), pool_names);
         let mut domains = Vec::new();
         for (i, domain) in t.domains.iter().enumerate() {
             let key = at.key("domains").index(i);
@@ -482,6 +504,8 @@ impl Validator {
             },
             pool,
             domains,
+            previous_pool,
+            canary,
         })
     }
 
@@ -489,7 +513,7 @@ impl Validator {
         &mut self,
         name: &str,
         h: &HostFile,
-        pool_names: &[&str],
+        pool_names: &PoolNames<'_>,
         claims: &mut Claims,
     ) -> Option<HostConfig> {
         let at = KeyPath::root().key("hosts").key(name);
@@ -515,7 +539,7 @@ impl Validator {
         &mut self,
         at: &KeyPath,
         pool: Option<&str>,
-        pool_names: &[&str],
+        pool_names: &PoolNames<'_>,
         what: &str,
     ) -> Option<String> {
         let Some(pool) = pool else {
@@ -525,21 +549,93 @@ impl Validator {
             ));
             return None;
         };
-        if pool_names.contains(&pool) {
+        self.known_pool(at.key("pool"), pool, pool_names)
+    }
+
+    /// `pool` if it is defined, else an error at `key` listing the pools that are.
+    fn known_pool(
+        &mut self,
+        key: KeyPath,
+        pool: &str,
+        pool_names: &PoolNames<'_>,
+    ) -> Option<String> {
+        if pool_names.contains(pool) {
             return Some(pool.to_owned());
         }
-        let mut known = pool_names.to_vec();
+        let mut known: Vec<&str> = pool_names.iter().copied().collect();
         known.sort_unstable();
-        let known = if known.is_empty() {
-            "no pools are defined".to_owned()
-        } else {
-            format!("pools are: {}", known.join(", "))
+        let known = match known.len() {
+            0 => "no pools are defined".to_owned(),
+            n if n > 10 => format!("pools include: {}, …", known[..10].join(", ")),
+            _ => format!("pools are: {}", known.join(", ")),
         };
         self.errors.push(ConfigError::at_value(
-            at.key("pool"),
+            key,
             format!("unknown pool {pool:?} ({known})"),
         ));
         None
+    }
+
+    /// `previous_pool` and `canary`, which promotions write; both must name other defined pools.
+    fn promotion_state(
+        &mut self,
+        at: &KeyPath,
+        t: &TenantFile,
+        pool: Option<&str>,
+        pool_names: &PoolNames<'_>,
+    ) -> (Option<String>, Option<CanaryConfig>) {
+        let previous = t.previous_pool.as_deref().and_then(|p| {
+            let key = at.key("previous_pool");
+            let known = self.known_pool(key.clone(), p, pool_names)?;
+            if Some(p) == pool {
+                self.errors.push(ConfigError::at_value(
+                    key,
+                    format!("{p:?} is the tenant's current pool; rollback would change nothing"),
+                ));
+                return None;
+            }
+            Some(known)
+        });
+        let canary = t.canary.as_ref().and_then(|c| {
+            let at = at.key("canary");
+            let percent = match c.percent {
+                Some(p @ 1..=99) => Some(p),
+                Some(p) => {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("percent"),
+                        format!(
+                            "{p}%: a canary takes 1 to 99 percent (0 is no canary, 100 is `pool`)"
+                        ),
+                    ));
+                    None
+                }
+                None => {
+                    self.errors
+                        .push(ConfigError::at_key(at.clone(), "missing `percent`"));
+                    None
+                }
+            };
+            let target = match c.pool.as_deref() {
+                None => {
+                    self.errors
+                        .push(ConfigError::at_key(at.clone(), "missing `pool`"));
+                    None
+                }
+                Some(p) if Some(p) == pool => {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("pool"),
+                        format!("{p:?} is the tenant's own pool; a canary goes to another one"),
+                    ));
+                    None
+                }
+                Some(p) => self.known_pool(at.key("pool"), p, pool_names),
+            };
+            Some(CanaryConfig {
+                pool: target?,
+                percent: percent?,
+            })
+        });
+        (previous, canary)
     }
 
     /// An exact host wins over subdomain matching, so an exact host equal to `<tenant>.<base domain>`

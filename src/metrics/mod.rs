@@ -30,6 +30,8 @@ pub struct Metrics {
     upstream_healthy: IntGaugeVec,
     generation: IntGauge,
     tenants: IntGaugeVec,
+    reloads: IntCounterVec,
+    reload_duration: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -127,7 +129,31 @@ impl Metrics {
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         register(Box::new(build));
 
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                RELOADS_TOTAL,
+                "Changes to the routing table (file reloads and admin API changes), by result: applied, unchanged, or the refusal's error code",
+            ),
+            &[LABEL_RESULT],
+        )
+        .expect("static metric definition");
+        register(Box::new(reloads.clone()));
+
+        let reload_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                RELOAD_DURATION_SECONDS,
+                "Time to read, validate, build and swap in a changed routing table",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+        )
+        .expect("static metric definition");
+        register(Box::new(reload_duration.clone()));
+
         Metrics {
+            reloads,
+            reload_duration,
             registry,
             requests,
             errors,
@@ -189,6 +215,14 @@ impl Metrics {
                 self.upstream_healthy(pool.name(), &upstream.label)
                     .set(i64::from(upstream.state.is_healthy()));
             }
+        }
+    }
+
+    /// Counts a change attempt; only applied ones have a meaningful duration.
+    pub fn observe_reload(&self, result: &str, seconds: f64) {
+        self.reloads.with_label_values(&[result]).inc();
+        if result == "applied" {
+            self.reload_duration.observe(seconds);
         }
     }
 

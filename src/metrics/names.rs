@@ -9,6 +9,8 @@ pub const UPSTREAM_EJECTIONS_TOTAL: &str = "tenantgate_upstream_ejections_total"
 pub const UPSTREAM_HEALTHY: &str = "tenantgate_upstream_healthy";
 pub const CONFIG_GENERATION: &str = "tenantgate_config_generation";
 pub const TENANTS: &str = "tenantgate_tenants";
+pub const RELOADS_TOTAL: &str = "tenantgate_reloads_total";
+pub const RELOAD_DURATION_SECONDS: &str = "tenantgate_reload_duration_seconds";
 pub const BUILD_INFO: &str = "tenantgate_build_info";
 
 /// Label names.
@@ -18,3 +20,4 @@ pub const LABEL_POOL: &str = "pool";
 pub const LABEL_UPSTREAM: &str = "upstream";
 pub const LABEL_STATUS: &str = "status";
 pub const LABEL_VERSION: &str = "version";
+pub const LABEL_RESULT: &str = "result";

@@ -37,15 +37,13 @@ use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};
 /// The tenant-aware proxy. One instance serves every request of the data-plane listener.
 pub struct Gateway {
     table: Arc<TableHandle>,
-    access_log: bool,
     metrics: &'static Metrics,
 }
 
 impl Gateway {
-    pub fn new(table: Arc<TableHandle>, access_log: bool) -> Self {
+    pub fn new(table: Arc<TableHandle>) -> Self {
         Gateway {
             table,
-            access_log,
             metrics: Metrics::get(),
         }
     }
@@ -126,7 +124,7 @@ impl ProxyHttp for Gateway {
                 error: GatewayError::BadHost,
                 tenant: None,
             })
-            .and_then(|host| ctx.table.resolve(host));
+            .and_then(|host| ctx.table.resolve(host, fastrand::u8(..100)));
         let refusal = match route {
             Ok(route) => {
                 ctx.route = Some(route);
@@ -278,7 +276,17 @@ impl ProxyHttp for Gateway {
         if let Some(error) = ctx.error {
             self.metrics.observe_gateway_error(error);
         }
-        if self.access_log {
+        if ctx.route.is_some_and(|r| r.canary) {
+            let canary = ctx
+                .tenant
+                .and_then(|i| ctx.table.tenant(i))
+                .and_then(|t| t.canary.as_ref());
+            if let Some(canary) = canary {
+                // What the promotion's error-rate gate judges: 5xx, the gateway's own included.
+                canary.stats.observe(status >= 500);
+            }
+        }
+        if ctx.table.access_log() {
             log_access(session, ctx, status, elapsed);
         }
     }

@@ -10,19 +10,24 @@ pub mod table;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
 
-pub use table::{Refused, Route, RoutingTable, Tenant};
+pub use table::{Canary, CanaryStats, Refused, Route, RoutingTable, Tenant};
 
 /// The current routing table, shared by the proxy, the admin API and the health checker.
 #[derive(Debug)]
 pub struct TableHandle {
     current: ArcSwap<RoutingTable>,
+    /// The generation in use, for those who act when it changes (the health checker).
+    generation: watch::Sender<u64>,
 }
 
 impl TableHandle {
     pub fn new(table: RoutingTable) -> Self {
+        let (generation, _) = watch::channel(table.generation());
         TableHandle {
             current: ArcSwap::from_pointee(table),
+            generation,
         }
     }
 
@@ -33,6 +38,13 @@ impl TableHandle {
 
     /// Makes `table` the one new requests see; requests already running keep theirs.
     pub fn store(&self, table: RoutingTable) {
+        let generation = table.generation();
         self.current.store(Arc::new(table));
+        self.generation.send_replace(generation);
+    }
+
+    /// Wakes whenever a new table is stored.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.generation.subscribe()
     }
 }

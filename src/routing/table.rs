@@ -5,6 +5,7 @@
 //! suffix check per base domain and one hash lookup of the subdomain label.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
@@ -25,6 +26,43 @@ pub struct Tenant {
     pub domains: Vec<String>,
     /// The tenant header's value, built once so requests only clone a shared buffer.
     pub header_value: HeaderValue,
+    /// Where `rollback` sends the tenant.
+    pub previous_pool: Option<usize>,
+    /// A promotion in progress: part of the traffic goes to another pool.
+    pub canary: Option<Canary>,
+}
+
+/// `percent` of a tenant's requests go to `pool`; `stats` counts how they fare, for the promotion's
+/// error-rate gate.
+#[derive(Debug)]
+pub struct Canary {
+    pub pool: usize,
+    pub percent: u8,
+    pub stats: Arc<CanaryStats>,
+}
+
+/// Requests sent to a canary pool and how many failed. Atomics: updated on the request path.
+#[derive(Debug, Default)]
+pub struct CanaryStats {
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl CanaryStats {
+    pub fn observe(&self, failed: bool) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(requests, failures)` so far.
+    pub fn snapshot(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.failures.load(Ordering::Relaxed),
+        )
+    }
 }
 
 /// A `[hosts]` entry: routed to a pool, but not a tenant (requests carry no tenant header).
@@ -45,6 +83,8 @@ enum Destination {
 pub struct Route {
     pub tenant: Option<usize>,
     pub pool: usize,
+    /// The request is part of a promotion's canary traffic (`pool` is the canary pool).
+    pub canary: bool,
 }
 
 /// Why a host is not routed, and the tenant it belongs to when there is one (a suspended tenant's
@@ -69,6 +109,7 @@ pub struct RoutingTable {
     generation: u64,
     tenant_header: HeaderName,
     tenant_header_spelling: &'static str,
+    access_log: bool,
     /// Canonical, longest first.
     base_domains: Box<[Box<str>]>,
     exact: HashMap<Box<str>, Destination, RandomState>,
@@ -76,11 +117,16 @@ pub struct RoutingTable {
     tenants: Box<[Tenant]>,
     hosts: Box<[ReservedHost]>,
     pools: Box<[Arc<Pool>]>,
+    pool_index: HashMap<Box<str>, usize, RandomState>,
+    /// Tenants and reserved hosts routed to each pool (a pool with one tenant and nothing else is
+    /// that tenant's dedicated pool).
+    pool_users: Box<[usize]>,
 }
 
 impl RoutingTable {
-    /// Builds the snapshot for `config`. An upstream that `previous` also had (same pool, same
-    /// address) keeps its health state.
+    /// Builds the snapshot for `config`. What `previous` already had is carried over: an upstream
+    /// (same pool, same address) keeps its health state, a canary (same tenant, same pool) its
+    /// counters.
     pub fn build(
         config: &RoutingConfig,
         generation: u64,
@@ -97,24 +143,21 @@ impl RoutingTable {
                 }))
             })
             .collect();
-        let pool_index: HashMap<&str, usize> = pools
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (p.name(), i))
-            .collect();
+        let mut pool_index = HashMap::with_capacity_and_hasher(pools.len(), RandomState::default());
+        for (i, p) in pools.iter().enumerate() {
+            pool_index.insert(Box::from(p.name()), i);
+        }
         // Validation guarantees every reference resolves; an unresolved one would be a bug, and
         // falls back to the first pool rather than panicking.
         let pool_of = |name: &str| pool_index.get(name).copied().unwrap_or(0);
 
-        let mut exact = HashMap::with_capacity_and_hasher(
-            config.hosts.len()
-                + config
-                    .tenants
-                    .iter()
-                    .map(|t| t.domains.len())
-                    .sum::<usize>(),
-            RandomState::default(),
-        );
+        let exact_hosts = config.hosts.len()
+            + config
+                .tenants
+                .iter()
+                .map(|t| t.domains.len())
+                .sum::<usize>();
+        let mut exact = HashMap::with_capacity_and_hasher(exact_hosts, RandomState::default());
         let mut by_id =
             HashMap::with_capacity_and_hasher(config.tenants.len(), RandomState::default());
         let tenants: Box<[Tenant]> = config
@@ -126,6 +169,13 @@ impl RoutingTable {
                 for domain in &t.domains {
                     exact.insert(Box::from(domain.as_str()), Destination::Tenant(i));
                 }
+                let canary = t.canary.as_ref().map(|c| Canary {
+                    pool: pool_of(&c.pool),
+                    percent: c.percent,
+                    stats: previous
+                        .and_then(|old| old.canary_stats(t.id.as_str(), &c.pool))
+                        .unwrap_or_default(),
+                });
                 Tenant {
                     id: t.id.clone(),
                     name: t.name.clone(),
@@ -135,6 +185,8 @@ impl RoutingTable {
                     // A slug is always a valid header value.
                     header_value: HeaderValue::from_str(t.id.as_str())
                         .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                    previous_pool: t.previous_pool.as_deref().map(pool_of),
+                    canary,
                 }
             })
             .collect();
@@ -150,10 +202,21 @@ impl RoutingTable {
                 }
             })
             .collect();
+        let mut pool_users = vec![0; pools.len()].into_boxed_slice();
+        for pool in tenants
+            .iter()
+            .map(|t| t.pool)
+            .chain(hosts.iter().map(|h| h.pool))
+        {
+            if let Some(n) = pool_users.get_mut(pool) {
+                *n += 1;
+            }
+        }
         RoutingTable {
             generation,
             tenant_header: config.tenant_header.clone(),
             tenant_header_spelling: config.tenant_header_spelling,
+            access_log: config.access_log,
             base_domains: config
                 .base_domains
                 .iter()
@@ -164,12 +227,15 @@ impl RoutingTable {
             tenants,
             hosts,
             pools,
+            pool_index,
+            pool_users,
         }
     }
 
     /// Where a request for `host` (canonical: see `host::normalize_host`) goes. Exact hosts win over
-    /// subdomains of a base domain; only a single label below a base domain is a tenant.
-    pub fn resolve(&self, host: &str) -> Result<Route, Refused> {
+    /// subdomains of a base domain; only a single label below a base domain is a tenant. `roll`
+    /// (0 to 99, random per request) sends a tenant's canary share to its canary pool.
+    pub fn resolve(&self, host: &str, roll: u8) -> Result<Route, Refused> {
         let destination = match self.exact.get(host) {
             Some(&d) => d,
             None => Destination::Tenant(self.subdomain_tenant(host).ok_or_else(Refused::unknown)?),
@@ -177,22 +243,28 @@ impl RoutingTable {
         match destination {
             Destination::Tenant(i) => {
                 let tenant = self.tenants.get(i).ok_or_else(Refused::unknown)?;
-                match tenant.status {
-                    TenantStatus::Active => Ok(Route {
-                        tenant: Some(i),
-                        pool: tenant.pool,
-                    }),
-                    TenantStatus::Suspended => Err(Refused {
+                if tenant.status == TenantStatus::Suspended {
+                    return Err(Refused {
                         error: GatewayError::TenantSuspended,
                         tenant: Some(i),
-                    }),
+                    });
                 }
+                let (pool, canary) = match &tenant.canary {
+                    Some(c) if roll < c.percent => (c.pool, true),
+                    _ => (tenant.pool, false),
+                };
+                Ok(Route {
+                    tenant: Some(i),
+                    pool,
+                    canary,
+                })
             }
             Destination::Reserved(i) => {
                 let host = self.hosts.get(i).ok_or_else(Refused::unknown)?;
                 Ok(Route {
                     tenant: None,
                     pool: host.pool,
+                    canary: false,
                 })
             }
         }
@@ -228,6 +300,10 @@ impl RoutingTable {
         self.tenant_header_spelling
     }
 
+    pub fn access_log(&self) -> bool {
+        self.access_log
+    }
+
     pub fn base_domains(&self) -> impl Iterator<Item = &str> {
         self.base_domains.iter().map(|d| &**d)
     }
@@ -257,7 +333,17 @@ impl RoutingTable {
     }
 
     pub fn pool_by_name(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.iter().find(|p| p.name() == name)
+        self.pools.get(*self.pool_index.get(name)?)
+    }
+
+    /// A pool routed to by this one tenant and nothing else is its dedicated pool.
+    pub fn is_dedicated(&self, tenant: &Tenant) -> bool {
+        self.pool_users.get(tenant.pool) == Some(&1)
+    }
+
+    fn canary_stats(&self, tenant: &str, pool: &str) -> Option<Arc<CanaryStats>> {
+        let canary = self.tenant_by_id(tenant)?.canary.as_ref()?;
+        (self.pool(canary.pool)?.name() == pool).then(|| Arc::clone(&canary.stats))
     }
 }
 
@@ -301,7 +387,7 @@ pool = "admin"
         t: &'t RoutingTable,
         host: &str,
     ) -> Result<(Option<&'t str>, &'t str), GatewayError> {
-        let route = t.resolve(host).map_err(|r| r.error)?;
+        let route = t.resolve(host, 99).map_err(|r| r.error)?;
         let tenant = route
             .tenant
             .and_then(|i| t.tenant(i))
@@ -332,13 +418,41 @@ pool = "admin"
     }
 
     #[test]
+    fn a_canary_takes_its_share_by_roll_and_keeps_its_stats_across_rebuilds() {
+        let text = CONFIG.replace(
+            "[tenants.globex]",
+            "[tenants.hooli]\npool = \"shared\"\ncanary = { pool = \"acme-dedicated\", percent = 25 }\n[tenants.globex]",
+        );
+        let config = load_str(Path::new("t.toml"), &text).unwrap_or_else(|e| panic!("{e}"));
+        let t = RoutingTable::build(&config.routing, 1, None);
+        let pool_at = |t: &RoutingTable, roll| {
+            let r = t.resolve("hooli.yourapp.test", roll).expect("routed");
+            (t.pool(r.pool).map(|p| p.name().to_owned()), r.canary)
+        };
+        assert_eq!(pool_at(&t, 0), (Some("acme-dedicated".into()), true));
+        assert_eq!(pool_at(&t, 24), (Some("acme-dedicated".into()), true));
+        assert_eq!(pool_at(&t, 25), (Some("shared".into()), false));
+        assert_eq!(pool_at(&t, 99), (Some("shared".into()), false));
+
+        let stats = |t: &RoutingTable| {
+            let hooli = t.tenant_by_id("hooli").expect("hooli");
+            Arc::clone(&hooli.canary.as_ref().expect("canary").stats)
+        };
+        stats(&t).observe(true);
+        let rebuilt = RoutingTable::build(&config.routing, 2, Some(&t));
+        assert_eq!(stats(&rebuilt).snapshot(), (1, 1));
+        assert!(!t.is_dedicated(t.tenant_by_id("hooli").expect("hooli")));
+        assert!(t.is_dedicated(t.tenant_by_id("acme").expect("acme")));
+    }
+
+    #[test]
     fn everything_else_is_unknown_or_suspended() {
         let t = table(CONFIG);
         assert_eq!(
             tenant_of(&t, "globex.yourapp.test"),
             Err(GatewayError::TenantSuspended)
         );
-        let refused = t.resolve("globex.yourapp.test").map(|_| ()).unwrap_err();
+        let refused = t.resolve("globex.yourapp.test", 0).map(|_| ()).unwrap_err();
         assert_eq!(
             refused
                 .tenant

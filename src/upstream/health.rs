@@ -4,6 +4,7 @@
 //! `TcpHealthCheck`); the thresholds and the state they drive are ours, shared with the request path
 //! through `UpstreamState`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,6 @@ use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::task::JoinSet;
 
 use super::{Pool, Upstream, UpstreamState};
 use crate::config::model::{HealthCheckConfig, Probe};
@@ -45,7 +45,8 @@ impl Streak {
     }
 }
 
-/// Runs the health checks of the routing table's pools until the server shuts down.
+/// Runs the health checks of the routing table in use, following it across reloads: an upstream that
+/// appears gets a probe loop, one that goes away loses it, one that stays keeps its loop and state.
 pub struct HealthChecker {
     table: Arc<TableHandle>,
 }
@@ -54,25 +55,89 @@ impl HealthChecker {
     pub fn new(table: Arc<TableHandle>) -> Self {
         HealthChecker { table }
     }
+
+    /// Makes the running probe loops match the current table. Loops are keyed by their upstream's
+    /// shared state, which the loop itself holds, so a key cannot be reused while its loop runs.
+    fn reconcile(&self, running: &mut HashMap<usize, Running>) {
+        let table = self.table.load();
+        let mut wanted: HashMap<usize, (&Pool, &Upstream, &HealthCheckConfig)> = HashMap::new();
+        for pool in table.pools() {
+            if let Some(check) = &pool.config.health_check {
+                for upstream in pool.upstreams() {
+                    wanted.insert(
+                        Arc::as_ptr(&upstream.state) as usize,
+                        (pool, upstream, check),
+                    );
+                }
+            }
+        }
+        running.retain(|key, loop_| {
+            let keep = wanted
+                .get(key)
+                .is_some_and(|(_, _, check)| **check == loop_.check);
+            if !keep {
+                loop_.handle.abort();
+            }
+            keep
+        });
+        for (key, (pool, upstream, check)) in wanted {
+            running.entry(key).or_insert_with(|| Running {
+                handle: tokio::spawn(watch_upstream(Target::new(pool, upstream), check.clone())),
+                check: check.clone(),
+            });
+        }
+    }
+}
+
+struct Running {
+    handle: tokio::task::JoinHandle<()>,
+    check: HealthCheckConfig,
 }
 
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let table = self.table.load();
-        let mut probes = JoinSet::new();
-        for pool in table.pools() {
-            let Some(check) = &pool.config.health_check else {
-                continue;
-            };
-            for upstream in pool.upstreams() {
-                probes.spawn(watch_upstream(Target::new(pool, upstream), check.clone()));
+        let mut generations = self.table.subscribe();
+        let mut running = HashMap::new();
+        loop {
+            self.reconcile(&mut running);
+            tokio::select! {
+                changed = generations.changed() => if changed.is_err() { break },
+                _ = shutdown.changed() => break,
             }
         }
-        // Probes run until shutdown; they never finish by themselves.
-        let _ = shutdown.changed().await;
-        probes.abort_all();
+        for loop_ in running.values() {
+            loop_.handle.abort();
+        }
     }
+}
+
+/// Probes one upstream once, now: with the pool's own check, or a TCP connect within the pool's
+/// connect timeout when it has none. Used before a new upstream takes traffic and before a promotion.
+pub async fn probe_now(pool: &Pool, upstream: &Upstream) -> Result<(), String> {
+    let check = pool
+        .config
+        .health_check
+        .clone()
+        .unwrap_or_else(|| HealthCheckConfig {
+            probe: Probe::Tcp,
+            interval: Duration::from_secs(1),
+            timeout: pool.config.timeouts.connect,
+            healthy_threshold: 1,
+            unhealthy_threshold: 1,
+        });
+    let target = Target::new(pool, upstream);
+    let probe = probe_for(&check, &target);
+    match tokio::time::timeout(bound(&check), probe.check(&target.backend)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+/// The probe has its own connect and read timeouts; this bounds anything else it might do.
+fn bound(check: &HealthCheckConfig) -> Duration {
+    check.timeout * 2 + Duration::from_millis(100)
 }
 
 /// What one probe loop watches.
@@ -138,12 +203,7 @@ async fn watch_upstream(target: Target, check: HealthCheckConfig) {
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        // The probe has its own connect and read timeouts; this bounds anything else it might do.
-        let outcome = tokio::time::timeout(
-            check.timeout * 2 + Duration::from_millis(100),
-            probe.check(&target.backend),
-        )
-        .await;
+        let outcome = tokio::time::timeout(bound(&check), probe.check(&target.backend)).await;
         let passed = matches!(outcome, Ok(Ok(())));
         let healthy = target.state.is_healthy();
         match streak.observe(

@@ -1,6 +1,10 @@
-//! The `tenantgate` command line: `run`, `check` and `demo`.
+//! The `tenantgate` command line: `run`, `check` and `demo` work on a config file; `reload`, `plan`
+//! and `tenants` talk to a running gateway's admin API (`remote`).
 //!
-//! Exit codes: 0 success; 1 an invalid config or a failure to start; 2 a usage error.
+//! Exit codes: 0 success (and, for `plan`, no change); 1 an invalid config, a refused change or a
+//! failure to start; 2 a usage error, or for `plan`, changes to apply.
+
+mod remote;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -8,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::model::Probe;
 use crate::config::{self, GatewayConfig, LoadError};
 use crate::demo::DemoBackends;
+use crate::server::StartOptions;
 use crate::tenant::TenantStatus;
 
 pub const DEFAULT_CONFIG: &str = "config/gateway.toml";
@@ -38,6 +43,10 @@ enum Command {
         /// The routing table (TOML).
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
+        /// Take over the listening sockets of a running gateway on the same ports (graceful
+        /// upgrade): start this, then send the old process SIGQUIT.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file without starting anything; prints a summary or every error.
     Check {
@@ -49,17 +58,94 @@ enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Make a running gateway load its config file again.
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Show what loading a config file would change: against the running gateway, or against
+    /// another file. Exit 0: no change; 2: changes; 1: the file is invalid.
+    Plan {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Compare with this file instead of the running gateway.
+        #[arg(long)]
+        against: Option<PathBuf>,
+    },
+    /// The tenants of a running gateway: list, show, promote, roll back, suspend, activate.
+    Tenants {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+/// Where the running gateway's admin API is.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// The config file (for `plan`, the new one). The admin API's address is read from it unless
+    /// `--admin` is given.
+    #[arg(long, short, default_value = DEFAULT_CONFIG, global = true)]
+    config: PathBuf,
+    /// The admin API's base URL, for example http://127.0.0.1:9900.
+    #[arg(long, global = true)]
+    admin: Option<String>,
+    /// Print the admin API's JSON answer instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantsCommand {
+    /// List tenants.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Show one tenant: status, pool, isolation, promotion.
+    Show { id: String },
+    /// Move a tenant to another pool, at once or in weighted steps.
+    Promote {
+        id: String,
+        /// The pool to move to (typically the tenant's dedicated pool).
+        #[arg(long)]
+        pool: String,
+        /// Percent of traffic on the new pool at each step, for example 10,50,100.
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<u8>,
+        /// Pause between steps, in milliseconds.
+        #[arg(long)]
+        pause_ms: Option<u64>,
+        /// Roll back by itself when more than this fraction of canary requests fail (5xx).
+        #[arg(long)]
+        max_error_rate: Option<f64>,
+        /// Fewer canary requests than this in a pause do not judge the step.
+        #[arg(long)]
+        min_requests: Option<u64>,
+    },
+    /// End a promotion in progress, or move a promoted tenant back to its previous pool.
+    Rollback { id: String },
+    /// Refuse the tenant's requests (403) without removing it.
+    Suspend { id: String },
+    /// Serve a suspended tenant again.
+    Activate { id: String },
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config),
-        Command::Run { config } => run(&config, false),
-        Command::Demo { config } => run(&config, true),
+        Command::Run { config, upgrade } => run(&config, false, StartOptions { upgrade }),
+        Command::Demo { config } => run(&config, true, StartOptions::default()),
+        Command::Reload { admin } => remote::reload(&admin),
+        Command::Plan { admin, against } => remote::plan(&admin, against.as_deref()),
+        Command::Tenants { admin, command } => remote::tenants(&admin, command),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -92,18 +178,21 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path, demo: bool) -> anyhow::Result<()> {
-    let config = config::load(path).map_err(|e| match e {
+/// Loads a config for a command, with every error in the message.
+fn load(path: &Path) -> anyhow::Result<(GatewayConfig, String)> {
+    config::load_with_text(path).map_err(|e| match e {
         // Already one line per error; anyhow would add nothing.
         LoadError::Invalid(errors) => anyhow::anyhow!("{errors}"),
         other => anyhow::Error::new(other),
-    })?;
+    })
+}
+
+fn run(path: &Path, demo: bool, options: StartOptions) -> anyhow::Result<ExitCode> {
+    let (config, text) = load(path)?;
     let _log = crate::logging::init(config.gateway.log_format);
-    let mut built = crate::server::build(&config).context("cannot start the gateway")?;
-    if demo {
-        let (backends, skipped) = DemoBackends::for_config(&config);
-        println!("{}", demo_banner(&config, &backends, &skipped));
-        built.server.add_service(backends.into_service());
+    let demo = demo.then(|| DemoBackends::for_config(&config));
+    if let Some((backends, skipped)) = &demo {
+        println!("{}", demo_banner(&config, backends, skipped));
     }
     tracing::info!(
         config = %config.path.display(),
@@ -112,13 +201,19 @@ fn run(path: &Path, demo: bool) -> anyhow::Result<()> {
         threads = config.gateway.threads,
         tenants = config.routing.tenants.len(),
         pools = config.routing.pools.len(),
+        upgrade = options.upgrade,
         "tenantgate starting"
     );
+    let mut built =
+        crate::server::build(config, text, options).context("cannot start the gateway")?;
+    if let Some((backends, _)) = demo {
+        built.server.add_service(backends.into_service());
+    }
     // `run` returns after a graceful shutdown (unlike `run_forever`, which exits the process), so
     // the log guard above still flushes the last lines.
     built.server.run(pingora::server::RunArgs::default());
     tracing::info!("tenantgate stopped");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The one-screen summary `check` prints for a valid file.

@@ -1,0 +1,509 @@
+//! What changes between two validated configs, in the terms operators think in: tenants added,
+//! removed, suspended, moved between pools; pools and hosts changed; settings changed.
+//!
+//! `tenantgate plan` prints it, `/reload` returns it, and the audit log records one entry per change.
+//! Settings that need a new listening socket or a new process are marked: a reload refuses them.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde_json::{json, Value};
+
+use super::model::{CanaryConfig, GatewayConfig, HostConfig, PoolConfig, TenantConfig};
+use crate::tenant::TenantStatus;
+
+/// One change, as one line of a plan and one audit entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    TenantAdded {
+        id: String,
+        pool: String,
+    },
+    TenantRemoved {
+        id: String,
+        pool: String,
+    },
+    TenantSuspended {
+        id: String,
+    },
+    TenantActivated {
+        id: String,
+    },
+    TenantMoved {
+        id: String,
+        from: String,
+        to: String,
+    },
+    TenantCanary {
+        id: String,
+        from: Option<CanaryConfig>,
+        to: Option<CanaryConfig>,
+    },
+    /// Name, domains or previous pool.
+    TenantEdited {
+        id: String,
+        fields: Vec<&'static str>,
+    },
+    PoolAdded {
+        name: String,
+    },
+    PoolRemoved {
+        name: String,
+    },
+    /// What about the pool changed: upstreams, load balancing, health check, timeouts.
+    PoolEdited {
+        name: String,
+        fields: Vec<&'static str>,
+    },
+    HostAdded {
+        host: String,
+        pool: String,
+    },
+    HostRemoved {
+        host: String,
+        pool: String,
+    },
+    HostMoved {
+        host: String,
+        from: String,
+        to: String,
+    },
+    Setting {
+        key: &'static str,
+        from: String,
+        to: String,
+        needs_restart: bool,
+    },
+}
+
+impl Change {
+    /// The audit log's `action`.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Change::TenantAdded { .. } => "tenant.added",
+            Change::TenantRemoved { .. } => "tenant.removed",
+            Change::TenantSuspended { .. } => "tenant.suspended",
+            Change::TenantActivated { .. } => "tenant.activated",
+            Change::TenantMoved { .. } => "tenant.moved",
+            Change::TenantCanary { .. } => "tenant.canary",
+            Change::TenantEdited { .. } => "tenant.edited",
+            Change::PoolAdded { .. } => "pool.added",
+            Change::PoolRemoved { .. } => "pool.removed",
+            Change::PoolEdited { .. } => "pool.edited",
+            Change::HostAdded { .. } => "host.added",
+            Change::HostRemoved { .. } => "host.removed",
+            Change::HostMoved { .. } => "host.moved",
+            Change::Setting { .. } => "setting.changed",
+        }
+    }
+
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Change::TenantAdded { id, .. }
+            | Change::TenantRemoved { id, .. }
+            | Change::TenantSuspended { id }
+            | Change::TenantActivated { id }
+            | Change::TenantMoved { id, .. }
+            | Change::TenantCanary { id, .. }
+            | Change::TenantEdited { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The old and new value, for the audit log and API answers.
+    pub fn values(&self) -> (Value, Value) {
+        let canary = |c: &Option<CanaryConfig>| match c {
+            Some(c) => json!({ "pool": c.pool, "percent": c.percent }),
+            None => Value::Null,
+        };
+        match self {
+            Change::TenantAdded { pool, .. } => (Value::Null, json!({ "pool": pool })),
+            Change::TenantRemoved { pool, .. } => (json!({ "pool": pool }), Value::Null),
+            Change::TenantSuspended { .. } => (json!("active"), json!("suspended")),
+            Change::TenantActivated { .. } => (json!("suspended"), json!("active")),
+            Change::TenantMoved { from, to, .. } => (json!(from), json!(to)),
+            Change::TenantCanary { from, to, .. } => (canary(from), canary(to)),
+            Change::TenantEdited { fields, .. } | Change::PoolEdited { fields, .. } => {
+                (Value::Null, json!({ "changed": fields }))
+            }
+            Change::PoolAdded { name } => (Value::Null, json!(name)),
+            Change::PoolRemoved { name } => (json!(name), Value::Null),
+            Change::HostAdded { host, pool } => {
+                (Value::Null, json!({ "host": host, "pool": pool }))
+            }
+            Change::HostRemoved { host, pool } => {
+                (json!({ "host": host, "pool": pool }), Value::Null)
+            }
+            Change::HostMoved { host, from, to } => (
+                json!({ "host": host, "pool": from }),
+                json!({ "host": host, "pool": to }),
+            ),
+            Change::Setting { key, from, to, .. } => (json!({ *key: from }), json!({ *key: to })),
+        }
+    }
+
+    pub fn needs_restart(&self) -> bool {
+        matches!(
+            self,
+            Change::Setting {
+                needs_restart: true,
+                ..
+            }
+        )
+    }
+
+    pub fn to_json(&self) -> Value {
+        let (old, new) = self.values();
+        json!({
+            "action": self.action(),
+            "tenant": self.tenant(),
+            "old": old,
+            "new": new,
+            "needs_restart": self.needs_restart(),
+            "summary": self.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let canary = |c: &Option<CanaryConfig>| match c {
+            Some(c) => format!("{}% to {}", c.percent, c.pool),
+            None => "none".to_owned(),
+        };
+        match self {
+            Change::TenantAdded { id, pool } => write!(f, "+ tenant {id} (pool {pool})"),
+            Change::TenantRemoved { id, pool } => write!(f, "- tenant {id} (was on pool {pool})"),
+            Change::TenantSuspended { id } => write!(f, "~ tenant {id}: suspended"),
+            Change::TenantActivated { id } => write!(f, "~ tenant {id}: activated"),
+            Change::TenantMoved { id, from, to } => write!(f, "~ tenant {id}: pool {from} -> {to}"),
+            Change::TenantCanary { id, from, to } => {
+                write!(
+                    f,
+                    "~ tenant {id}: canary {} -> {}",
+                    canary(from),
+                    canary(to)
+                )
+            }
+            Change::TenantEdited { id, fields } => {
+                write!(f, "~ tenant {id}: {}", fields.join(", "))
+            }
+            Change::PoolAdded { name } => write!(f, "+ pool {name}"),
+            Change::PoolRemoved { name } => write!(f, "- pool {name}"),
+            Change::PoolEdited { name, fields } => {
+                write!(f, "~ pool {name}: {}", fields.join(", "))
+            }
+            Change::HostAdded { host, pool } => write!(f, "+ host {host} (pool {pool})"),
+            Change::HostRemoved { host, pool } => write!(f, "- host {host} (was on pool {pool})"),
+            Change::HostMoved { host, from, to } => write!(f, "~ host {host}: pool {from} -> {to}"),
+            Change::Setting {
+                key,
+                from,
+                to,
+                needs_restart,
+            } => {
+                write!(f, "~ {key}: {from} -> {to}")?;
+                if *needs_restart {
+                    f.write_str(
+                        " (needs a restart or graceful upgrade: a reload cannot apply it)",
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Every change from `old` to `new`, settings first, then pools, hosts and tenants (in file order).
+pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> Vec<Change> {
+    let mut changes = Vec::new();
+    settings(old, new, &mut changes);
+    pools(&old.routing.pools, &new.routing.pools, &mut changes);
+    hosts(&old.routing.hosts, &new.routing.hosts, &mut changes);
+    tenants(&old.routing.tenants, &new.routing.tenants, &mut changes);
+    changes
+}
+
+fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
+    let mut setting = |key, from: String, to: String, needs_restart| {
+        if from != to {
+            out.push(Change::Setting {
+                key,
+                from,
+                to,
+                needs_restart,
+            });
+        }
+    };
+    let (o, n) = (&old.gateway, &new.gateway);
+    setting(
+        "gateway.http_listen",
+        o.http_listen.to_string(),
+        n.http_listen.to_string(),
+        true,
+    );
+    setting(
+        "gateway.threads",
+        o.threads.to_string(),
+        n.threads.to_string(),
+        true,
+    );
+    setting(
+        "gateway.work_stealing",
+        o.work_stealing.to_string(),
+        n.work_stealing.to_string(),
+        true,
+    );
+    setting("gateway.h2c", o.h2c.to_string(), n.h2c.to_string(), true);
+    setting(
+        "gateway.log_format",
+        format!("{:?}", o.log_format),
+        format!("{:?}", n.log_format),
+        true,
+    );
+    setting(
+        "admin.listen",
+        old.admin.listen.to_string(),
+        new.admin.listen.to_string(),
+        true,
+    );
+    setting(
+        "admin.audit_log",
+        old.admin.audit_log.display().to_string(),
+        new.admin.audit_log.display().to_string(),
+        true,
+    );
+    let (o, n) = (&old.routing, &new.routing);
+    setting(
+        "gateway.access_log",
+        o.access_log.to_string(),
+        n.access_log.to_string(),
+        false,
+    );
+    setting(
+        "gateway.base_domains",
+        o.base_domains.join(", "),
+        n.base_domains.join(", "),
+        false,
+    );
+    setting(
+        "gateway.tenant_header",
+        o.tenant_header_spelling.to_owned(),
+        n.tenant_header_spelling.to_owned(),
+        false,
+    );
+}
+
+fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
+    let before: HashMap<&str, &PoolConfig> = old.iter().map(|p| (p.name.as_str(), p)).collect();
+    for p in new {
+        match before.get(p.name.as_str()) {
+            None => out.push(Change::PoolAdded {
+                name: p.name.clone(),
+            }),
+            Some(o) => {
+                let mut fields = Vec::new();
+                if o.upstreams != p.upstreams {
+                    fields.push("upstreams");
+                }
+                if o.balancing != p.balancing {
+                    fields.push("load_balancing");
+                }
+                if o.health_check != p.health_check {
+                    fields.push("health_check");
+                }
+                if o.timeouts != p.timeouts {
+                    fields.push("timeouts");
+                }
+                if !fields.is_empty() {
+                    out.push(Change::PoolEdited {
+                        name: p.name.clone(),
+                        fields,
+                    });
+                }
+            }
+        }
+    }
+    let after: HashMap<&str, ()> = new.iter().map(|p| (p.name.as_str(), ())).collect();
+    for p in old.iter().filter(|p| !after.contains_key(p.name.as_str())) {
+        out.push(Change::PoolRemoved {
+            name: p.name.clone(),
+        });
+    }
+}
+
+fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
+    let before: HashMap<&str, &HostConfig> = old.iter().map(|h| (h.host.as_str(), h)).collect();
+    for h in new {
+        match before.get(h.host.as_str()) {
+            None => out.push(Change::HostAdded {
+                host: h.host.clone(),
+                pool: h.pool.clone(),
+            }),
+            Some(o) if o.pool != h.pool => out.push(Change::HostMoved {
+                host: h.host.clone(),
+                from: o.pool.clone(),
+                to: h.pool.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    let after: HashMap<&str, ()> = new.iter().map(|h| (h.host.as_str(), ())).collect();
+    for h in old.iter().filter(|h| !after.contains_key(h.host.as_str())) {
+        out.push(Change::HostRemoved {
+            host: h.host.clone(),
+            pool: h.pool.clone(),
+        });
+    }
+}
+
+fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
+    let before: HashMap<&str, &TenantConfig> = old.iter().map(|t| (t.id.as_str(), t)).collect();
+    for t in new {
+        let id = || t.id.to_string();
+        let Some(o) = before.get(t.id.as_str()) else {
+            out.push(Change::TenantAdded {
+                id: id(),
+                pool: t.pool.clone(),
+            });
+            continue;
+        };
+        match (o.status, t.status) {
+            (TenantStatus::Active, TenantStatus::Suspended) => {
+                out.push(Change::TenantSuspended { id: id() })
+            }
+            (TenantStatus::Suspended, TenantStatus::Active) => {
+                out.push(Change::TenantActivated { id: id() })
+            }
+            _ => {}
+        }
+        if o.pool != t.pool {
+            out.push(Change::TenantMoved {
+                id: id(),
+                from: o.pool.clone(),
+                to: t.pool.clone(),
+            });
+        }
+        if o.canary != t.canary {
+            out.push(Change::TenantCanary {
+                id: id(),
+                from: o.canary.clone(),
+                to: t.canary.clone(),
+            });
+        }
+        let mut fields = Vec::new();
+        if o.name != t.name {
+            fields.push("name");
+        }
+        if o.domains != t.domains {
+            fields.push("domains");
+        }
+        if o.previous_pool != t.previous_pool {
+            fields.push("previous_pool");
+        }
+        if !fields.is_empty() {
+            out.push(Change::TenantEdited { id: id(), fields });
+        }
+    }
+    let after: HashMap<&str, ()> = new.iter().map(|t| (t.id.as_str(), ())).collect();
+    for t in old.iter().filter(|t| !after.contains_key(t.id.as_str())) {
+        out.push(Change::TenantRemoved {
+            id: t.id.to_string(),
+            pool: t.pool.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::load_str;
+
+    fn config(text: &str) -> GatewayConfig {
+        load_str(Path::new("g.toml"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    const OLD: &str = r#"
+[gateway]
+base_domains = ["yourapp.test"]
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+[pools.acme-dedicated]
+upstreams = ["127.0.0.1:9101"]
+[pools.gone]
+upstreams = ["127.0.0.1:9301"]
+[tenants.acme]
+pool = "shared"
+[tenants.globex]
+pool = "shared"
+[tenants.initech]
+pool = "shared"
+status = "suspended"
+[hosts."admin.yourapp.test"]
+pool = "shared"
+"#;
+
+    const NEW: &str = r#"
+[gateway]
+http_listen = "0.0.0.0:8081"
+base_domains = ["yourapp.test"]
+access_log = false
+[pools.shared]
+upstreams = ["127.0.0.1:9001", "127.0.0.1:9002"]
+[pools.acme-dedicated]
+upstreams = ["127.0.0.1:9101"]
+[pools.fresh]
+upstreams = ["127.0.0.1:9401"]
+[tenants.acme]
+pool = "acme-dedicated"
+previous_pool = "shared"
+[tenants.initech]
+pool = "shared"
+canary = { pool = "fresh", percent = 10 }
+[tenants.hooli]
+pool = "fresh"
+[hosts."admin.yourapp.test"]
+pool = "fresh"
+"#;
+
+    #[test]
+    fn reports_every_kind_of_change_in_operator_terms() {
+        let lines: Vec<String> = diff(&config(OLD), &config(NEW))
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "~ gateway.http_listen: 0.0.0.0:8080 -> 0.0.0.0:8081 (needs a restart or graceful upgrade: a reload cannot apply it)",
+                "~ gateway.access_log: true -> false",
+                "~ pool shared: upstreams",
+                "+ pool fresh",
+                "- pool gone",
+                "~ host admin.yourapp.test: pool shared -> fresh",
+                "~ tenant acme: pool shared -> acme-dedicated",
+                "~ tenant acme: previous_pool",
+                "~ tenant initech: activated",
+                "~ tenant initech: canary none -> 10% to fresh",
+                "+ tenant hooli (pool fresh)",
+                "- tenant globex (was on pool shared)",
+            ]
+        );
+    }
+
+    #[test]
+    fn identical_configs_have_no_changes_and_restart_needs_are_flagged() {
+        assert!(diff(&config(OLD), &config(OLD)).is_empty());
+        let changes = diff(&config(OLD), &config(NEW));
+        let restart: Vec<_> = changes.iter().filter(|c| c.needs_restart()).collect();
+        assert_eq!(restart.len(), 1);
+        let moved = changes
+            .iter()
+            .find(|c| c.action() == "tenant.moved")
+            .expect("moved");
+        assert_eq!(moved.tenant(), Some("acme"));
+        assert_eq!(moved.values(), (json!("shared"), json!("acme-dedicated")));
+    }
+}

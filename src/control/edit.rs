@@ -1,0 +1,205 @@
+//! Changes made through the admin API, written into the operators' TOML the way an operator would
+//! make them: only the keys that change, keeping comments, order and layout (toml_edit), and the file
+//! replaced atomically (temp file, fsync, rename, fsync of the folder).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use toml_edit::{DocumentMut, InlineTable, Item, TableLike, Value};
+
+use crate::config::model::CanaryConfig;
+use crate::tenant::TenantStatus;
+
+/// One key of a tenant's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantEdit {
+    Status(TenantStatus),
+    Pool(String),
+    PreviousPool(Option<String>),
+    Canary(Option<CanaryConfig>),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("the config file is not TOML that can be edited: {0}")]
+    Parse(String),
+    #[error("tenant {0:?} is not a table in the config file")]
+    NoTenant(String),
+}
+
+/// `text` with the edits applied to `[tenants.<id>]`, everything else as it was.
+pub fn edit_tenant(text: &str, id: &str, edits: &[TenantEdit]) -> Result<String, EditError> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| EditError::Parse(e.to_string()))?;
+    let tenant = doc
+        .get_mut("tenants")
+        .and_then(|t| t.get_mut(id))
+        .and_then(Item::as_table_like_mut)
+        .ok_or_else(|| EditError::NoTenant(id.to_owned()))?;
+    for edit in edits {
+        match edit {
+            TenantEdit::Status(status) => set(tenant, "status", Value::from(status.as_str())),
+            TenantEdit::Pool(pool) => set(tenant, "pool", Value::from(pool.as_str())),
+            TenantEdit::PreviousPool(Some(pool)) => {
+                set(tenant, "previous_pool", Value::from(pool.as_str()))
+            }
+            TenantEdit::PreviousPool(None) => {
+                tenant.remove("previous_pool");
+            }
+            TenantEdit::Canary(Some(canary)) => {
+                let mut table = InlineTable::new();
+                table.insert("pool", Value::from(canary.pool.as_str()));
+                table.insert("percent", Value::from(i64::from(canary.percent)));
+                set(tenant, "canary", Value::InlineTable(table));
+            }
+            TenantEdit::Canary(None) => {
+                tenant.remove("canary");
+            }
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// Sets `key`, keeping the comments around an existing value (`pool = "x"  # why`).
+fn set(table: &mut dyn TableLike, key: &str, mut value: Value) {
+    match table.get_mut(key).and_then(Item::as_value_mut) {
+        Some(existing) => {
+            *value.decor_mut() = existing.decor().clone();
+            *existing = value;
+        }
+        None => {
+            table.insert(key, Item::Value(value));
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {path}: {source}")]
+pub struct PersistError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Replaces the file at `path` with `text` so that a reader (or a crash) sees the old file or the new
+/// one, never a mix: a temporary file beside it, synced, renamed over it, and the folder synced.
+pub fn write_atomically(path: &Path, text: &str) -> Result<(), PersistError> {
+    let error = |source| PersistError {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("config");
+    let temp = dir.join(format!(".{name}.tenantgate-{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            file.set_permissions(meta.permissions())?;
+        }
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written.map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"# The routing table.
+
+[pools.shared]   # everyone
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+name   = "Acme Corp"
+pool   = "shared"          # promote when it grows
+status = "active"
+
+[tenants.globex]
+pool = "shared"
+"#;
+
+    #[test]
+    fn edits_change_only_their_keys_and_keep_comments() {
+        let edited = edit_tenant(
+            FILE,
+            "acme",
+            &[
+                TenantEdit::Pool("acme-dedicated".into()),
+                TenantEdit::PreviousPool(Some("shared".into())),
+                TenantEdit::Status(TenantStatus::Suspended),
+            ],
+        )
+        .expect("edit");
+        assert_eq!(
+            edited,
+            FILE.replace(
+                "pool   = \"shared\"          # promote when it grows\nstatus = \"active\"\n",
+                "pool   = \"acme-dedicated\"          # promote when it grows\nstatus = \"suspended\"\nprevious_pool = \"shared\"\n",
+            )
+        );
+    }
+
+    #[test]
+    fn a_canary_is_an_inline_table_and_removing_it_leaves_no_trace() {
+        let with = edit_tenant(
+            FILE,
+            "globex",
+            &[TenantEdit::Canary(Some(CanaryConfig {
+                pool: "dedicated".into(),
+                percent: 10,
+            }))],
+        )
+        .expect("edit");
+        assert!(with.contains("[tenants.globex]\npool = \"shared\"\ncanary = { pool = \"dedicated\", percent = 10 }\n"), "{with}");
+        let without = edit_tenant(&with, "globex", &[TenantEdit::Canary(None)]).expect("edit");
+        assert_eq!(without, FILE);
+    }
+
+    #[test]
+    fn inline_tenants_can_be_edited_and_missing_ones_are_an_error() {
+        let inline = "[tenants]\ninline = { pool = \"shared\" }  # kept\n";
+        let edited =
+            edit_tenant(inline, "inline", &[TenantEdit::Pool("other".into())]).expect("edit");
+        assert_eq!(edited, "[tenants]\ninline = { pool = \"other\" }  # kept\n");
+        assert!(matches!(
+            edit_tenant(FILE, "nobody", &[TenantEdit::Pool("x".into())]),
+            Err(EditError::NoTenant(_))
+        ));
+    }
+
+    #[test]
+    fn writes_replace_the_file_whole_and_keep_its_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        write_atomically(&path, "new").expect("persist");
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
+        assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn a_write_into_a_missing_folder_fails_and_changes_nothing() {
+        let path = Path::new("/nonexistent-tenantgate-dir/gateway.toml");
+        assert!(write_atomically(path, "x").is_err());
+    }
+}

@@ -1,0 +1,558 @@
+//! The control plane: every change to the running routing table goes through here, one at a time,
+//! whoever asks for it (the file watcher, SIGHUP, the admin API, a promotion's steps).
+//!
+//! A change is prepared off the request path (parse, validate, diff, build the new table), refused
+//! whole if anything is wrong, and otherwise swapped in at once. Changes made through the API are
+//! written to the config file first (`edit`), so the file and the running table never disagree.
+//! Every change, applied or refused, is audited (`audit`).
+//!
+//! Architecture invariant: the request path never waits on anything here. It reads the table
+//! through `TableHandle`; this module only ever replaces that table whole.
+
+pub mod audit;
+pub mod edit;
+pub mod promotion;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+
+use crate::config::diff::{diff, Change};
+use crate::config::model::TenantConfig;
+use crate::config::{load_str, ConfigErrors, GatewayConfig};
+use crate::metrics::Metrics;
+use crate::routing::{RoutingTable, TableHandle};
+use crate::upstream::health::probe_now;
+use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
+use edit::{edit_tenant, write_atomically, EditError, PersistError, TenantEdit};
+use promotion::PromotionRun;
+
+/// The config the running table was built from, and the exact text it came from.
+#[derive(Debug)]
+pub struct Applied {
+    pub config: Arc<GatewayConfig>,
+    pub text: Arc<str>,
+    digest: u64,
+}
+
+fn digest(text: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// What a change did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Applied {
+        generation: u64,
+        changes: Vec<Change>,
+    },
+    /// The text changed (comments, layout) or nothing did; the table stays as it is.
+    Unchanged { generation: u64 },
+}
+
+impl Outcome {
+    pub fn to_json(&self) -> Value {
+        match self {
+            Outcome::Applied {
+                generation,
+                changes,
+            } => json!({
+                "result": "applied",
+                "generation": generation,
+                "changes": changes.iter().map(Change::to_json).collect::<Vec<_>>(),
+            }),
+            Outcome::Unchanged { generation } => json!({
+                "result": "unchanged",
+                "generation": generation,
+                "changes": [],
+            }),
+        }
+    }
+}
+
+/// Why a change was not made. Nothing of it was applied or written.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    #[error("the change needs a restart or a graceful upgrade, which a reload cannot do: {}", summaries(.0))]
+    NeedsRestart(Vec<Change>),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the config file on disk has changed and its changes are not loaded yet (fix or reload it first)")]
+    Diverged,
+    #[error("{0}")]
+    Persist(#[from] PersistError),
+    #[error("{0}")]
+    Edit(#[from] EditError),
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
+    #[error("no pool {0:?}")]
+    UnknownPool(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("pool {pool:?} does not pass its health check now: {failures}")]
+    Unhealthy { pool: String, failures: String },
+}
+
+fn summaries(changes: &[Change]) -> String {
+    changes
+        .iter()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Refusal {
+    /// The stable `error` code of the admin API's answer.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::Invalid(_) => "invalid_config",
+            Refusal::NeedsRestart(_) => "needs_restart",
+            Refusal::Read { .. } => "config_unreadable",
+            Refusal::Diverged => "config_diverged",
+            Refusal::Persist(_) => "persist_failed",
+            Refusal::Edit(_) => "config_not_editable",
+            Refusal::UnknownTenant(_) => "unknown_tenant",
+            Refusal::UnknownPool(_) => "unknown_pool",
+            Refusal::Conflict(_) => "conflict",
+            Refusal::BadRequest(_) => "bad_request",
+            Refusal::Unhealthy { .. } => "pool_unhealthy",
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::Invalid(_) | Refusal::BadRequest(_) => 422,
+            Refusal::UnknownTenant(_) | Refusal::UnknownPool(_) => 404,
+            Refusal::NeedsRestart(_) | Refusal::Diverged | Refusal::Conflict(_) => 409,
+            Refusal::Unhealthy { .. } => 503,
+            Refusal::Read { .. } | Refusal::Persist(_) | Refusal::Edit(_) => 500,
+        }
+    }
+
+    /// Every config error as `file:line:column: key: message` (empty for other refusals).
+    pub fn config_errors(&self) -> Vec<String> {
+        match self {
+            Refusal::Invalid(e) => e.lines().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        match self {
+            Refusal::Invalid(_) => body["errors"] = json!(self.config_errors()),
+            Refusal::NeedsRestart(changes) => {
+                body["changes"] = json!(changes.iter().map(Change::to_json).collect::<Vec<_>>())
+            }
+            _ => {}
+        }
+        body
+    }
+}
+
+/// The last change attempt, for `GET /status`.
+#[derive(Debug, Clone)]
+pub struct LastChange {
+    pub time: String,
+    pub actor: String,
+    pub result: &'static str,
+    pub generation: u64,
+    pub changes: usize,
+    pub message: Option<String>,
+    pub errors: Vec<String>,
+}
+
+impl LastChange {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "time": self.time,
+            "actor": self.actor,
+            "result": self.result,
+            "generation": self.generation,
+            "changes": self.changes,
+            "message": self.message,
+            "errors": self.errors,
+        })
+    }
+}
+
+/// A prepared change: the validated config, what changes, and the new table (when something does).
+struct Prepared {
+    config: GatewayConfig,
+    changes: Vec<Change>,
+    table: Option<RoutingTable>,
+}
+
+pub struct ControlPlane {
+    path: PathBuf,
+    table: Arc<TableHandle>,
+    /// Held while a change is prepared and applied: changes happen one at a time.
+    writer: tokio::sync::Mutex<()>,
+    applied: ArcSwap<Applied>,
+    audit: AuditLog,
+    last: ArcSwap<Option<LastChange>>,
+    promotions: Mutex<HashMap<String, Arc<PromotionRun>>>,
+}
+
+impl ControlPlane {
+    /// Takes over a running table built from `config`, which was read from `text`.
+    pub fn new(
+        config: GatewayConfig,
+        text: String,
+        table: Arc<TableHandle>,
+    ) -> Result<ControlPlane, AuditOpenError> {
+        let audit = AuditLog::open(&config.admin.audit_log)?;
+        Ok(ControlPlane {
+            path: config.path.clone(),
+            table,
+            writer: tokio::sync::Mutex::new(()),
+            applied: ArcSwap::from_pointee(Applied {
+                config: Arc::new(config),
+                digest: digest(&text),
+                text: text.into(),
+            }),
+            audit,
+            last: ArcSwap::from_pointee(None),
+            promotions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn table(&self) -> &Arc<TableHandle> {
+        &self.table
+    }
+
+    /// The config in use and its text.
+    pub fn applied(&self) -> Arc<Applied> {
+        self.applied.load_full()
+    }
+
+    pub fn last_change(&self) -> Option<LastChange> {
+        (**self.last.load()).clone()
+    }
+
+    pub fn audit_path(&self) -> &Path {
+        self.audit.path()
+    }
+
+    /// Loads the config file again and applies what changed. Unchanged text is not even parsed.
+    pub async fn reload(&self, actor: Actor) -> Result<Outcome, Refusal> {
+        let _writer = self.writer.lock().await;
+        let started = Instant::now();
+        let text = match tokio::fs::read_to_string(&self.path).await {
+            Ok(text) => text,
+            Err(source) => {
+                let refusal = Refusal::Read {
+                    path: self.path.clone(),
+                    source,
+                };
+                self.refused(&actor, "reload", None, &refusal);
+                return Err(refusal);
+            }
+        };
+        let current = self.applied();
+        if digest(&text) == current.digest {
+            return Ok(Outcome::Unchanged {
+                generation: self.table.load().generation(),
+            });
+        }
+        let result = self.prepare(text.clone()).await;
+        match result {
+            Ok(prepared) => Ok(self.commit(&actor, prepared, text, started).await),
+            Err(refusal) => {
+                self.refused(&actor, "reload", None, &refusal);
+                Err(refusal)
+            }
+        }
+    }
+
+    /// Changes one tenant through the config file: `decide` looks at the tenant as it is and says
+    /// which keys to set (or refuses). The file is edited, validated, written and then applied; a
+    /// change that cannot be written is not applied.
+    pub async fn edit_tenant(
+        &self,
+        actor: &Actor,
+        action: &str,
+        id: &str,
+        decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
+    ) -> Result<Outcome, Refusal> {
+        let _writer = self.writer.lock().await;
+        let started = Instant::now();
+        let result = self.prepare_edit(id, decide).await;
+        let (prepared, text) = match result {
+            Ok(Some(ready)) => ready,
+            Ok(None) => {
+                return Ok(Outcome::Unchanged {
+                    generation: self.table.load().generation(),
+                })
+            }
+            Err(refusal) => {
+                self.refused(actor, action, Some(id), &refusal);
+                return Err(refusal);
+            }
+        };
+        if let Err(e) = write_atomically(&self.path, &text) {
+            let refusal = Refusal::Persist(e);
+            self.refused(actor, action, Some(id), &refusal);
+            return Err(refusal);
+        }
+        Ok(self.commit(actor, prepared, text, started).await)
+    }
+
+    async fn prepare_edit(
+        &self,
+        id: &str,
+        decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
+    ) -> Result<Option<(Prepared, String)>, Refusal> {
+        let current = self.applied();
+        // An operator's edit that is not loaded yet (being fixed, or not picked up) must not be
+        // applied behind their back by an API change made on top of it.
+        let on_disk = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|source| Refusal::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        if digest(&on_disk) != current.digest {
+            return Err(Refusal::Diverged);
+        }
+        let tenant = current
+            .config
+            .routing
+            .tenants
+            .iter()
+            .find(|t| t.id.as_str() == id)
+            .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+        let edits = decide(tenant, &current.config)?;
+        if edits.is_empty() {
+            return Ok(None);
+        }
+        let text = edit_tenant(&current.text, id, &edits)?;
+        let prepared = self.prepare(text.clone()).await?;
+        Ok(Some((prepared, text)))
+    }
+
+    /// Parses, validates, diffs and builds, on a blocking thread (a large file takes a while).
+    async fn prepare(&self, text: String) -> Result<Prepared, Refusal> {
+        let current = self.applied();
+        let previous = self.table.load();
+        let path = self.path.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            let config = load_str(&path, &text).map_err(Refusal::Invalid)?;
+            let changes = diff(&current.config, &config);
+            let restart: Vec<Change> = changes
+                .iter()
+                .filter(|c| c.needs_restart())
+                .cloned()
+                .collect();
+            if !restart.is_empty() {
+                return Err(Refusal::NeedsRestart(restart));
+            }
+            let table = (!changes.is_empty()).then(|| {
+                RoutingTable::build(&config.routing, previous.generation() + 1, Some(&previous))
+            });
+            Ok(Prepared {
+                config,
+                changes,
+                table,
+            })
+        })
+        .await;
+        prepared.unwrap_or_else(|e| {
+            Err(Refusal::Conflict(format!(
+                "preparing the change failed: {e}"
+            )))
+        })
+    }
+
+    /// Puts a prepared change in use: probes its new upstreams, swaps the table, records it.
+    async fn commit(
+        &self,
+        actor: &Actor,
+        prepared: Prepared,
+        text: String,
+        started: Instant,
+    ) -> Outcome {
+        let Prepared {
+            config,
+            changes,
+            table,
+        } = prepared;
+        let outcome = match table {
+            Some(table) => {
+                probe_new_upstreams(&table, &self.table.load()).await;
+                let generation = table.generation();
+                Metrics::get().observe_table(&table);
+                self.table.store(table);
+                Outcome::Applied {
+                    generation,
+                    changes,
+                }
+            }
+            None => Outcome::Unchanged {
+                generation: self.table.load().generation(),
+            },
+        };
+        self.applied.store(Arc::new(Applied {
+            config: Arc::new(config),
+            digest: digest(&text),
+            text: text.into(),
+        }));
+        let (generation, changes, result) = match &outcome {
+            Outcome::Applied {
+                generation,
+                changes,
+            } => (*generation, changes.as_slice(), "applied"),
+            Outcome::Unchanged { generation } => (*generation, &[][..], "unchanged"),
+        };
+        self.audit.record(
+            &changes
+                .iter()
+                .map(|c| {
+                    let (old, new) = c.values();
+                    AuditEntry {
+                        actor: actor.clone(),
+                        action: c.action().to_owned(),
+                        tenant: c.tenant().map(str::to_owned),
+                        old,
+                        new,
+                        generation,
+                        applied: true,
+                        reason: None,
+                    }
+                })
+                .collect::<Vec<_>>(),
+        );
+        Metrics::get().observe_reload(result, started.elapsed().as_secs_f64());
+        tracing::info!(%actor, result, generation, changes = changes.len(), "routing table change");
+        self.last.store(Arc::new(Some(LastChange {
+            time: now(),
+            actor: actor.to_string(),
+            result,
+            generation,
+            changes: changes.len(),
+            message: None,
+            errors: Vec::new(),
+        })));
+        outcome
+    }
+
+    /// Records a refused change: audit, metrics, status, log. The running table is untouched.
+    fn refused(&self, actor: &Actor, action: &str, tenant: Option<&str>, refusal: &Refusal) {
+        let generation = self.table.load().generation();
+        self.audit.record(&[AuditEntry {
+            actor: actor.clone(),
+            action: action.to_owned(),
+            tenant: tenant.map(str::to_owned),
+            old: Value::Null,
+            new: Value::Null,
+            generation,
+            applied: false,
+            reason: Some(refusal.to_string()),
+        }]);
+        Metrics::get().observe_reload(refusal.code(), 0.0);
+        tracing::warn!(%actor, action, tenant, error = %refusal, "routing table change refused");
+        self.last.store(Arc::new(Some(LastChange {
+            time: now(),
+            actor: actor.to_string(),
+            result: "refused",
+            generation,
+            changes: 0,
+            message: Some(refusal.to_string()),
+            errors: refusal.config_errors(),
+        })));
+    }
+
+    /// Records an event of a change already made (a promotion that completed or rolled back).
+    pub fn record_event(
+        &self,
+        actor: &Actor,
+        action: &str,
+        tenant: &str,
+        new: Value,
+        reason: Option<String>,
+    ) {
+        self.audit.record(&[AuditEntry {
+            actor: actor.clone(),
+            action: action.to_owned(),
+            tenant: Some(tenant.to_owned()),
+            old: Value::Null,
+            new,
+            generation: self.table.load().generation(),
+            applied: true,
+            reason,
+        }]);
+    }
+
+    pub(crate) fn promotion(&self, tenant: &str) -> Option<Arc<PromotionRun>> {
+        self.promotions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    pub(crate) fn set_promotion(&self, tenant: &str, run: Arc<PromotionRun>) {
+        self.promotions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.to_owned(), run);
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A pool whose upstreams changed must not send traffic to an upstream nobody has checked: each
+/// upstream the old table did not have (in a pool with a health check) is probed once, and starts
+/// healthy or not by that result, before the new table is put in use.
+async fn probe_new_upstreams(new: &RoutingTable, old: &RoutingTable) {
+    let mut probes = tokio::task::JoinSet::new();
+    for pool in new
+        .pools()
+        .iter()
+        .filter(|p| p.config.health_check.is_some())
+    {
+        let known = old.pool_by_name(pool.name());
+        for (index, upstream) in pool.upstreams().iter().enumerate() {
+            let seen = known.is_some_and(|k| {
+                k.upstreams()
+                    .iter()
+                    .any(|u| Arc::ptr_eq(&u.state, &upstream.state))
+            });
+            if seen {
+                continue;
+            }
+            let pool = Arc::clone(pool);
+            probes.spawn(async move {
+                let Some(upstream) = pool.upstream(index) else { return };
+                let result = probe_now(&pool, upstream).await;
+                if let Err(e) = &result {
+                    tracing::warn!(pool = pool.name(), upstream = %upstream.label, error = %e, "new upstream fails its first health check");
+                }
+                upstream.state.set_healthy(result.is_ok());
+            });
+        }
+    }
+    while probes.join_next().await.is_some() {}
+}
