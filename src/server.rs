@@ -2,15 +2,20 @@
 //! one `TableHandle`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::admin::AdminApi;
 use crate::config::GatewayConfig;
@@ -52,6 +57,53 @@ pub struct StartOptions {
 pub struct GatewayServer {
     pub server: Server,
     pub control: Arc<ControlPlane>,
+    /// Set when a graceful shutdown or upgrade begins (see `DrainFirst`).
+    pub draining: Arc<AtomicBool>,
+}
+
+/// How long keep-alive clients are told to reconnect before the listeners go (see `DrainFirst`).
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Pingora's shutdown signals, with a drain first. On SIGQUIT (graceful upgrade) and SIGTERM the
+/// gateway answers every request with `Connection: close` for `DRAIN`, so busy clients move to new
+/// connections (served by the new process, after an upgrade) of their own accord. Only then does
+/// Pingora hand over or close the listeners and drop idle connections. Without it, a client that sends
+/// on a kept-alive connection just as it is dropped gets a reset. SIGINT stops at once, as in Pingora.
+pub struct DrainFirst {
+    draining: Arc<AtomicBool>,
+}
+
+impl DrainFirst {
+    pub fn new(draining: Arc<AtomicBool>) -> Self {
+        DrainFirst { draining }
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainFirst {
+    async fn recv(&self) -> ShutdownSignal {
+        let signals = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = signals else {
+            tracing::error!("cannot install signal handlers; falling back to Pingora's");
+            return UnixShutdownSignalWatch.recv().await;
+        };
+        let requested = tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+        };
+        self.draining.store(true, Ordering::Relaxed);
+        tracing::info!(
+            drain_ms = u64::try_from(DRAIN.as_millis()).unwrap_or(u64::MAX),
+            "shutting down: telling keep-alive clients to reconnect"
+        );
+        tokio::time::sleep(DRAIN).await;
+        requested
+    }
 }
 
 /// Where the old and new process of a graceful upgrade meet; one per data-plane port, so gateways
@@ -103,11 +155,12 @@ pub fn build(
 
     let mut options = HttpServerOptions::default();
     options.h2c = h2c;
-    let mut proxy =
-        ProxyServiceBuilder::new(&server.configuration, Gateway::new(Arc::clone(&table)))
-            .name("tenantgate proxy")
-            .server_options(options)
-            .build();
+    let draining = Arc::new(AtomicBool::new(false));
+    let gateway = Gateway::new(Arc::clone(&table), Arc::clone(&draining));
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
+        .name("tenantgate proxy")
+        .server_options(options)
+        .build();
     proxy.add_tcp(&http_listen.to_string());
     server.add_service(proxy);
 
@@ -133,7 +186,11 @@ pub fn build(
     watcher.threads = Some(1);
     server.add_service(watcher);
 
-    Ok(GatewayServer { server, control })
+    Ok(GatewayServer {
+        server,
+        control,
+        draining,
+    })
 }
 
 /// Fails fast, with the setting's name, when an address is taken (Pingora would retry for 30 s and

@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{send, Gateway, Reply, Upstream};
-use tokio::sync::Mutex;
+use support::load::{failures, Load};
+use support::{send, Gateway, Upstream};
 
 fn config(health_check: &str) -> String {
     format!(
@@ -33,100 +32,50 @@ pool = "shared"
 
 const ACTIVE_CHECKS: &str = r#"health_check = { path = "/healthz", interval_ms = 100, healthy_threshold = 1, unhealthy_threshold = 2 }"#;
 
-/// Sends `total` requests from `workers` concurrent clients (bounded by count and by `WAIT`), runs
-/// `midway` once after `total / 3` have completed, and returns every response status with the
-/// upstream that answered.
-async fn steady_load<F>(gw: &Gateway, total: usize, workers: usize, midway: F) -> Vec<(u16, String)>
-where
-    F: std::future::Future<Output = ()> + Send + 'static,
-{
-    let results = Arc::new(Mutex::new(Vec::with_capacity(total)));
-    let midway = Arc::new(Mutex::new(Some(Box::pin(midway))));
-    let deadline = Instant::now() + support::WAIT;
-    let mut tasks = Vec::new();
-    for _ in 0..workers {
-        let (results, midway) = (Arc::clone(&results), Arc::clone(&midway));
-        let req = gw.get("acme.yourapp.test", "/");
-        tasks.push(tokio::spawn(async move {
-            loop {
-                if Instant::now() > deadline || results.lock().await.len() >= total {
-                    break;
-                }
-                let Some(attempt) = req.try_clone() else {
-                    break;
-                };
-                let r = match attempt.send().await {
-                    Ok(resp) => Reply::from(resp).await,
-                    Err(e) => panic!("request failed at the transport level: {e}"),
-                };
-                let done = {
-                    let mut all = results.lock().await;
-                    all.push((
-                        r.status,
-                        r.body["upstream"].as_str().unwrap_or("-").to_owned(),
-                    ));
-                    all.len()
-                };
-                if done == total / 3 {
-                    if let Some(f) = midway.lock().await.take() {
-                        f.await;
-                    }
-                }
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("load worker");
-    }
-    let results = results.lock().await.clone();
-    assert!(
-        results.len() >= total,
-        "load loop hit its time bound after {} requests",
-        results.len()
-    );
-    results
-}
-
 #[tokio::test]
 async fn an_upstream_killed_under_load_is_routed_around_without_errors() {
-    let one = Upstream::start("one").await;
+    let mut one = Upstream::start("one").await;
     let two = Upstream::start("two").await;
     let gw = Gateway::start(&config(ACTIVE_CHECKS), &[&one, &two]).await;
-    let one_addr = one.addr;
-    let one = Arc::new(Mutex::new(one));
-    let killer = Arc::clone(&one);
 
-    let results = steady_load(&gw, 300, 4, async move { killer.lock().await.kill().await }).await;
+    let load = Load::start(&gw, &["acme.yourapp.test"], 4);
+    load.wait_for(100).await;
+    one.kill().await;
+    load.wait_for_more(200).await;
+    let samples = load.stop().await;
 
-    let failed: Vec<_> = results.iter().filter(|(s, _)| *s != 200).collect();
+    let failed = failures(&samples);
     assert!(
         failed.is_empty(),
         "{} requests failed: {failed:?}",
         failed.len()
     );
     // Both served before the kill; only `two` at the end.
-    assert!(results[..90].iter().any(|(_, u)| u == "one"));
-    assert!(results[results.len() - 50..]
+    assert!(samples[..90].iter().any(|s| s.upstream == "one"));
+    assert!(samples[samples.len() - 50..]
         .iter()
-        .all(|(_, u)| u == "two"));
-    gw.wait_upstream_health(one_addr, false).await;
+        .all(|s| s.upstream == "two"));
+    gw.wait_upstream_health(one.addr, false).await;
 }
 
 #[tokio::test]
 async fn without_active_checks_a_refused_connection_is_retried_elsewhere() {
-    let one = Upstream::start("one").await;
+    let mut one = Upstream::start("one").await;
     let two = Upstream::start("two").await;
     let gw = Gateway::start(&config(""), &[&one, &two]).await;
-    let one_addr = one.addr;
-    let one = Arc::new(Mutex::new(one));
-    let killer = Arc::clone(&one);
 
-    let results = steady_load(&gw, 200, 4, async move { killer.lock().await.kill().await }).await;
+    let load = Load::start(&gw, &["acme.yourapp.test"], 4);
+    load.wait_for(60).await;
+    one.kill().await;
+    load.wait_for_more(140).await;
+    let samples = load.stop().await;
 
-    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
     let metrics = gw.admin_text("/metrics").await;
-    let series =
-        format!("tenantgate_upstream_ejections_total{{pool=\"shared\",upstream=\"{one_addr}\"}} ");
+    let series = format!(
+        "tenantgate_upstream_ejections_total{{pool=\"shared\",upstream=\"{}\"}} ",
+        one.addr
+    );
     let ejections: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -134,7 +83,8 @@ async fn without_active_checks_a_refused_connection_is_retried_elsewhere() {
         .unwrap_or(0);
     assert!(
         ejections >= 1,
-        "no ejection of {one_addr} counted:\n{metrics}"
+        "no ejection of {} counted:\n{metrics}",
+        one.addr
     );
 }
 

@@ -211,7 +211,10 @@ fn run(path: &Path, demo: bool, options: StartOptions) -> anyhow::Result<ExitCod
     }
     // `run` returns after a graceful shutdown (unlike `run_forever`, which exits the process), so
     // the log guard above still flushes the last lines.
-    built.server.run(pingora::server::RunArgs::default());
+    let shutdown = crate::server::DrainFirst::new(built.draining);
+    built.server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(shutdown),
+    });
     tracing::info!("tenantgate stopped");
     Ok(ExitCode::SUCCESS)
 }

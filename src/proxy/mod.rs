@@ -15,6 +15,7 @@
 
 pub mod headers;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,13 +38,17 @@ use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};
 /// The tenant-aware proxy. One instance serves every request of the data-plane listener.
 pub struct Gateway {
     table: Arc<TableHandle>,
+    /// Set while the process drains before a shutdown or upgrade: every response then closes its
+    /// connection, so clients reconnect elsewhere.
+    draining: Arc<AtomicBool>,
     metrics: &'static Metrics,
 }
 
 impl Gateway {
-    pub fn new(table: Arc<TableHandle>) -> Self {
+    pub fn new(table: Arc<TableHandle>, draining: Arc<AtomicBool>) -> Self {
         Gateway {
             table,
+            draining,
             metrics: Metrics::get(),
         }
     }
@@ -115,6 +120,9 @@ impl ProxyHttp for Gateway {
     /// `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant, no healthy
     /// upstream) and the request ends here, with the client connection still usable.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if self.draining.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = headers::request_id(&req.headers);
         let mut buf: HostBuf = [0; MAX_HOST_LEN];

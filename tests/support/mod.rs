@@ -7,11 +7,13 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod load;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -46,7 +48,9 @@ pub struct Gateway {
     pub client: reqwest::Client,
     child: Child,
     log_path: PathBuf,
-    _dir: tempfile::TempDir,
+    /// Every placeholder and its value, to render more configs with the same ports.
+    vars: Vec<(String, String)>,
+    dir: Arc<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -69,7 +73,11 @@ impl Gateway {
             let config_path = dir.path().join("gateway.toml");
             std::fs::write(&config_path, fill(template, &all)).expect("write config");
             let log_path = dir.path().join("gateway.log");
-            let child = spawn_gateway(&config_path, &log_path);
+            let child = spawn_gateway(&config_path, &log_path, &[]);
+            let vars = all
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect();
             let mut gw = Gateway {
                 http,
                 admin,
@@ -77,7 +85,8 @@ impl Gateway {
                 client: client(),
                 child,
                 log_path,
-                _dir: dir,
+                vars,
+                dir: Arc::new(dir),
             };
             if gw.wait_ready().await {
                 return gw;
@@ -105,6 +114,86 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         false
+    }
+
+    /// `template` with this gateway's ports and upstreams filled in.
+    pub fn render(&self, template: &str) -> String {
+        let vars: Vec<(&str, String)> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect();
+        fill(template, &vars)
+    }
+
+    /// Replaces the config file (in place, as `echo > file` would).
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(&self.config_path, text).expect("write config");
+    }
+
+    pub fn read_config(&self) -> String {
+        std::fs::read_to_string(&self.config_path).expect("read config")
+    }
+
+    /// `POST` to the admin API; returns the status and JSON body.
+    pub async fn admin_post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.post(format!("http://{}{path}", self.admin));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let reply = Reply::from(request.send().await.expect("admin request")).await;
+        (reply.status, reply.body)
+    }
+
+    /// Sends a signal to this gateway's process (by its PID, with `kill`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Stops this process and starts a new one on the same config file and ports, as an operator's
+    /// restart would.
+    pub async fn restart(mut self) -> Gateway {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_gateway(&self.config_path, &self.log_path, &[]);
+        assert!(
+            self.wait_ready().await,
+            "gateway did not restart; log:\n{}",
+            self.log()
+        );
+        self
+    }
+
+    /// Starts a second process on the same config that takes over this one's listening sockets
+    /// (graceful upgrade). It waits for them until this one is sent SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Gateway {
+        let log_path = self.dir.path().join("gateway-upgrade.log");
+        Gateway {
+            http: self.http,
+            admin: self.admin,
+            config_path: self.config_path.clone(),
+            client: client(),
+            child: spawn_gateway(&self.config_path, &log_path, &["--upgrade"]),
+            log_path,
+            vars: self.vars.clone(),
+            dir: Arc::clone(&self.dir),
+        }
+    }
+
+    /// Waits until this process has exited.
+    pub async fn wait_exit(&mut self) {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gateway {} did not exit; log:\n{}", self.pid(), self.log());
     }
 
     /// Everything the gateway has logged so far.
@@ -186,18 +275,33 @@ impl Drop for Gateway {
     }
 }
 
-fn spawn_gateway(config: &Path, log: &Path) -> Child {
-    let log_file = std::fs::File::create(log).expect("log file");
+fn spawn_gateway(config: &Path, log: &Path, extra: &[&str]) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     let err_file = log_file.try_clone().expect("log file");
     Command::new(BIN)
         .args(["run", "--config"])
         .arg(config)
+        .args(extra)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(err_file)
         .spawn()
         .expect("spawn tenantgate")
+}
+
+/// Runs the `tenantgate` binary to completion. Async: the test's upstreams run on the test's runtime
+/// and must keep answering while the command (which may talk to the gateway) runs.
+pub async fn tenantgate(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .output()
+        .await
+        .expect("run tenantgate")
 }
 
 /// A client that never uses a proxy from the environment and never follows redirects.

@@ -23,6 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 struct State {
     name: String,
     healthy: AtomicBool,
+    failing: AtomicBool,
     hits: AtomicUsize,
 }
 
@@ -47,6 +48,7 @@ impl Upstream {
         let state = Arc::new(State {
             name: name.to_owned(),
             healthy: AtomicBool::new(true),
+            failing: AtomicBool::new(false),
             hits: AtomicUsize::new(0),
         });
         let (stop, mut stopped) = watch::channel(false);
@@ -83,6 +85,12 @@ impl Upstream {
     /// Makes `/healthz` answer 200 (healthy) or 503.
     pub fn set_healthy(&self, healthy: bool) {
         self.state.healthy.store(healthy, Ordering::SeqCst);
+    }
+
+    /// Makes every request other than `/healthz` answer 500 (a broken release behind a healthy
+    /// health check).
+    pub fn set_failing(&self, failing: bool) {
+        self.state.failing.store(failing, Ordering::SeqCst);
     }
 
     /// Requests served, other than health checks.
@@ -145,13 +153,18 @@ async fn respond(
             .or_default()
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
+    let status = if state.failing.load(Ordering::SeqCst) {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    };
     let body = serde_json::json!({
         "upstream": state.name,
         "method": req.method().as_str(),
         "path": req.uri().path(),
         "headers": headers,
     });
-    Ok(response(StatusCode::OK, Bytes::from(body.to_string())))
+    Ok(response(status, Bytes::from(body.to_string())))
 }
 
 fn response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
