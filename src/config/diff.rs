@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
+/// Maps of every tenant on both sides of a reload: a fast hash matters at 100,000 tenants.
+type Index<'a, T> = HashMap<&'a str, T, foldhash::fast::RandomState>;
+
 use serde_json::{json, Value};
 
 use super::model::{CanaryConfig, GatewayConfig, HostConfig, PoolConfig, TenantConfig};
@@ -295,7 +298,7 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
 }
 
 fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
-    let before: HashMap<&str, &PoolConfig> = old.iter().map(|p| (p.name.as_str(), p)).collect();
+    let before: Index<&PoolConfig> = old.iter().map(|p| (p.name.as_str(), p)).collect();
     for p in new {
         match before.get(p.name.as_str()) {
             None => out.push(Change::PoolAdded {
@@ -324,7 +327,7 @@ fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
             }
         }
     }
-    let after: HashMap<&str, ()> = new.iter().map(|p| (p.name.as_str(), ())).collect();
+    let after: Index<()> = new.iter().map(|p| (p.name.as_str(), ())).collect();
     for p in old.iter().filter(|p| !after.contains_key(p.name.as_str())) {
         out.push(Change::PoolRemoved {
             name: p.name.clone(),
@@ -333,7 +336,7 @@ fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
 }
 
 fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
-    let before: HashMap<&str, &HostConfig> = old.iter().map(|h| (h.host.as_str(), h)).collect();
+    let before: Index<&HostConfig> = old.iter().map(|h| (h.host.as_str(), h)).collect();
     for h in new {
         match before.get(h.host.as_str()) {
             None => out.push(Change::HostAdded {
@@ -348,7 +351,7 @@ fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
             Some(_) => {}
         }
     }
-    let after: HashMap<&str, ()> = new.iter().map(|h| (h.host.as_str(), ())).collect();
+    let after: Index<()> = new.iter().map(|h| (h.host.as_str(), ())).collect();
     for h in old.iter().filter(|h| !after.contains_key(h.host.as_str())) {
         out.push(Change::HostRemoved {
             host: h.host.clone(),
@@ -358,7 +361,7 @@ fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
 }
 
 fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
-    let before: HashMap<&str, &TenantConfig> = old.iter().map(|t| (t.id.as_str(), t)).collect();
+    let before: Index<&TenantConfig> = old.iter().map(|t| (t.id.as_str(), t)).collect();
     for t in new {
         let id = || t.id.to_string();
         let Some(o) = before.get(t.id.as_str()) else {
@@ -405,7 +408,7 @@ fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
             out.push(Change::TenantEdited { id: id(), fields });
         }
     }
-    let after: HashMap<&str, ()> = new.iter().map(|t| (t.id.as_str(), ())).collect();
+    let after: Index<()> = new.iter().map(|t| (t.id.as_str(), ())).collect();
     for t in old.iter().filter(|t| !after.contains_key(t.id.as_str())) {
         out.push(Change::TenantRemoved {
             id: t.id.to_string(),

@@ -50,6 +50,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> 
     };
     checked.map_err(|mut errors| {
         locate(text, &mut errors);
+        // In file order, as an editor lists them (stable: errors at one place keep their order).
+        errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
         ConfigErrors {
             file: path.to_path_buf(),
             errors,

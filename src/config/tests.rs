@@ -127,13 +127,13 @@ colour = "blue"
     assert_eq!(
         errors(text),
         [
-            r#"gateway.toml:7:1: pools.shared.helth_check: unknown key (the README's configuration reference lists them)"#,
-            r#"gateway.toml:22:1: tenants.globex.colour: unknown key (the README's configuration reference lists them)"#,
             r#"gateway.toml:2:15: gateway.http_listen: bad address "localhost": expected IP:PORT, for example 0.0.0.0:8080 or [::]:8080"#,
+            r#"gateway.toml:7:1: pools.shared.helth_check: unknown key (the README's configuration reference lists them)"#,
             r#"gateway.toml:10:13: pools.empty.upstreams: empty pool: list at least one upstream as "IP:PORT" or "HOST:PORT""#,
             r#"gateway.toml:13:8: tenants.acme.pool: unknown pool "sharde" (pools are: empty, shared)"#,
             r#"gateway.toml:16:10: tenants.Bad_Id: invalid tenant id "Bad_Id": may only contain lowercase letters, digits and '-'"#,
             r#"gateway.toml:21:12: tenants.globex.domains[0]: host "shop.acme.test" is already claimed by tenant "acme" at tenants.acme.domains[0]"#,
+            r#"gateway.toml:22:1: tenants.globex.colour: unknown key (the README's configuration reference lists them)"#,
         ]
     );
 }
@@ -266,8 +266,8 @@ pool = "shared"
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:15:8: hosts."acme.yourapp.test": host "acme.yourapp.test" is already claimed by tenant "acme" at tenants.acme.domains[1]"#,
             r#"gateway.toml:10:12: tenants.acme.domains[0]: "globex.yourapp.test" is the subdomain of tenant "globex"; routing it to tenant "acme" would take "globex"'s traffic"#,
+            r#"gateway.toml:15:8: hosts."acme.yourapp.test": host "acme.yourapp.test" is already claimed by tenant "acme" at tenants.acme.domains[1]"#,
         ]
     );
 }
@@ -362,13 +362,13 @@ health_check = { path = "healthz", interval_ms = 10, unhealthy_threshold = 0 }
     assert_eq!(errs.len(), 8, "{errs:#?}");
     for (e, want) in errs.iter().zip([
         "gateway.threads: 0 worker threads",
+        "gateway.tenant_header: \"X-Forwarded-For\" is a header the gateway sets",
         "gateway.base_domains[0]: base domain \"*.yourapp.test\" wildcards are not supported",
         "gateway.base_domains[2]: \"yourapp.test\" is listed twice",
-        "gateway.tenant_header: \"X-Forwarded-For\" is a header the gateway sets",
+        "pools.p.connect_timeout_ms: 0 ms is too short; the least allowed is 1 ms",
         "pools.p.health_check.path: \"healthz\" is not a request path",
         "pools.p.health_check.interval_ms: 10 ms is too short; the least allowed is 100 ms",
         "pools.p.health_check.unhealthy_threshold: must be at least 1",
-        "pools.p.connect_timeout_ms: 0 ms is too short; the least allowed is 1 ms",
     ]) {
         assert!(
             e.contains(want),

@@ -75,7 +75,11 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .filter_map(|(name, pool)| v.pool(name, pool))
         .collect();
 
-    let mut claims = Claims::default();
+    let mut claims = Claims {
+        by_host: HashMap::with_capacity_and_hasher(file.tenants.len(), FastHash::default()),
+        base_domains: &base_domains,
+        tenant_ids: file.tenants.iter().map(|e| e.name.as_str()).collect(),
+    };
     let tenants: Vec<TenantConfig> = file
         .tenants
         .iter()
@@ -88,9 +92,6 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
         .filter_map(|(name, host)| v.host(name, host, &pool_names, &mut claims))
         .collect();
-
-    let tenant_ids: Vec<&str> = file.tenants.iter().map(|e| e.name.as_str()).collect();
-    v.no_shadowed_subdomains(&claims, &base_domains, &tenant_ids);
 
     if !v.errors.is_empty() {
         return Err(v.errors);
@@ -112,24 +113,55 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
 }
 
 /// Every pool name in the file, also of pools that did not decode (their errors are reported once).
-type PoolNames<'a> = HashSet<&'a str>;
+type PoolNames<'a> = HashSet<&'a str, FastHash>;
 
-/// Who owns an exact host name, and where the operator said so.
-struct Claim {
-    owner: Owner,
-    at: ConfigError,
+/// Validation keeps maps of every tenant and host; a fast hash matters at 100,000 tenants, and the
+/// keys come from the operators' own file.
+type FastHash = foldhash::fast::RandomState;
+
+/// Who routes an exact host name, and where the file says so. Borrowed from the decoded file: a claim
+/// becomes a `ConfigError` only when it conflicts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim<'a> {
+    /// `tenants.<id>.domains[index]`.
+    TenantDomain { tenant: &'a str, index: usize },
+    /// `[hosts."<name>"]`, as written.
+    Host { name: &'a str },
 }
 
-#[derive(Clone, PartialEq, Eq)]
-enum Owner {
-    Tenant(String),
-    Host,
+impl Claim<'_> {
+    fn key(self) -> KeyPath {
+        match self {
+            Claim::TenantDomain { tenant, index } => KeyPath::root()
+                .key("tenants")
+                .key(tenant)
+                .key("domains")
+                .index(index),
+            Claim::Host { name } => KeyPath::root().key("hosts").key(name),
+        }
+    }
+
+    fn error(self, message: String) -> ConfigError {
+        match self {
+            Claim::TenantDomain { .. } => ConfigError::at_value(self.key(), message),
+            Claim::Host { .. } => ConfigError::at_key(self.key(), message),
+        }
+    }
+
+    fn owner(self) -> String {
+        match self {
+            Claim::TenantDomain { tenant, .. } => format!("tenant {tenant:?}"),
+            Claim::Host { .. } => "a reserved host".to_owned(),
+        }
+    }
 }
 
-#[derive(Default)]
-struct Claims {
-    by_host: HashMap<String, Claim>,
-    order: Vec<String>,
+/// Every exact host claimed so far, and what a claim is checked against.
+struct Claims<'a> {
+    by_host: HashMap<String, Claim<'a>, FastHash>,
+    base_domains: &'a [String],
+    /// Every tenant id in the file, decoded or not: their subdomains are taken.
+    tenant_ids: HashSet<&'a str, FastHash>,
 }
 
 #[derive(Default)]
@@ -458,38 +490,44 @@ impl Validator {
         n.max(1)
     }
 
-    fn tenant(
+    fn tenant<'a>(
         &mut self,
-        id: &str,
+        id: &'a str,
         t: &TenantFile,
         pool_names: &PoolNames<'_>,
-        claims: &mut Claims,
+        claims: &mut Claims<'a>,
     ) -> Option<TenantConfig> {
-        let at = KeyPath::root().key("tenants").key(id);
+        let at = || KeyPath::root().key("tenants").key(id);
         let before = self.errors.len();
         let tenant_id = TenantId::parse(id)
             .map_err(|e| {
                 self.errors.push(ConfigError::at_key(
-                    at.clone(),
+                    at(),
                     format!("invalid tenant id {id:?}: {e}"),
                 ))
             })
             .ok();
-        let pool = self.pool_reference(&at, t.pool.as_deref(), pool_names, "tenant");
-        let (previous_pool, canary) = self.promotion_state(&at, t, t.pool.as_deref(), pool_names);
-        let mut domains = Vec::new();
-        for (i, domain) in t.domains.iter().enumerate() {
-            let key = at.key("domains").index(i);
+        let pool = match (&t.pool, pool_names) {
+            // The common case, checked without building a key path.
+            (Some(p), names) if names.contains(p.as_str()) => Some(p.clone()),
+            _ => self.pool_reference(&at(), t.pool.as_deref(), pool_names, "tenant"),
+        };
+        let (previous_pool, canary) = match (&t.previous_pool, &t.canary) {
+            (None, None) => (None, None),
+            _ => self.promotion_state(&at(), t, t.pool.as_deref(), pool_names),
+        };
+        let mut domains = Vec::with_capacity(t.domains.len());
+        for (index, domain) in t.domains.iter().enumerate() {
+            let claim = Claim::TenantDomain { tenant: id, index };
             match canonical_domain(domain) {
                 Ok(d) => {
-                    let at = ConfigError::at_value(key, "");
-                    if claims.claim(self, &d, Owner::Tenant(id.to_owned()), at) {
+                    if claims.claim(self, &d, claim) {
                         domains.push(d);
                     }
                 }
                 Err(e) => self
                     .errors
-                    .push(ConfigError::at_value(key, format!("domain {domain:?} {e}"))),
+                    .push(claim.error(format!("domain {domain:?} {e}"))),
             }
         }
         let (Some(id), Some(pool)) = (tenant_id, pool) else {
@@ -509,20 +547,19 @@ impl Validator {
         })
     }
 
-    fn host(
+    fn host<'a>(
         &mut self,
-        name: &str,
+        name: &'a str,
         h: &HostFile,
         pool_names: &PoolNames<'_>,
-        claims: &mut Claims,
+        claims: &mut Claims<'a>,
     ) -> Option<HostConfig> {
         let at = KeyPath::root().key("hosts").key(name);
         let pool = self.pool_reference(&at, h.pool.as_deref(), pool_names, "reserved host");
         let host = match canonical_domain(name) {
-            Ok(host) => {
-                let at = ConfigError::at_key(at, "");
-                claims.claim(self, &host, Owner::Host, at).then_some(host)
-            }
+            Ok(host) => claims
+                .claim(self, &host, Claim::Host { name })
+                .then_some(host),
             Err(e) => {
                 self.errors
                     .push(ConfigError::at_key(at, format!("host {name:?} {e}")));
@@ -637,65 +674,38 @@ impl Validator {
         });
         (previous, canary)
     }
-
-    /// An exact host wins over subdomain matching, so an exact host equal to `<tenant>.<base domain>`
-    /// would silently take that tenant's traffic to someone else's pool. Refuse it.
-    fn no_shadowed_subdomains(
-        &mut self,
-        claims: &Claims,
-        base_domains: &[String],
-        tenant_ids: &[&str],
-    ) {
-        for host in &claims.order {
-            let Some(claim) = claims.by_host.get(host) else {
-                continue;
-            };
-            for base in base_domains {
-                let Some(label) = host
-                    .strip_suffix(base.as_str())
-                    .and_then(|rest| rest.strip_suffix('.'))
-                else {
-                    continue;
-                };
-                if label.contains('.') || !tenant_ids.contains(&label) {
-                    continue;
-                }
-                if claim.owner == Owner::Tenant(label.to_owned()) {
-                    continue;
-                }
-                let owner = match &claim.owner {
-                    Owner::Tenant(t) => format!("tenant {t:?}"),
-                    Owner::Host => "a reserved host".to_owned(),
-                };
-                self.errors.push(ConfigError {
-                    message: format!("{host:?} is the subdomain of tenant {label:?}; routing it to {owner} would take {label:?}'s traffic"),
-                    ..claim.at.clone()
-                });
-            }
-        }
-    }
 }
 
-impl Claims {
-    /// Records that `owner` routes `host`; reports and refuses a host that is already claimed.
-    /// `at` says where the claim is written (its message is filled in here).
-    fn claim(&mut self, v: &mut Validator, host: &str, owner: Owner, at: ConfigError) -> bool {
-        if let Some(first) = self.by_host.get(host) {
-            let who = match &first.owner {
-                Owner::Tenant(t) => format!("tenant {t:?}"),
-                Owner::Host => "a reserved host".to_owned(),
-            };
-            v.errors.push(ConfigError {
-                message: format!(
-                    "host {host:?} is already claimed by {who} at {}",
-                    first.at.key
-                ),
-                ..at
-            });
+impl<'a> Claims<'a> {
+    /// Records that `claim` routes `host`, or reports why it may not: the host is already claimed,
+    /// or it is another tenant's subdomain (exact hosts win over subdomains, so routing it elsewhere
+    /// would silently take that tenant's traffic).
+    fn claim(&mut self, v: &mut Validator, host: &str, claim: Claim<'a>) -> bool {
+        if let Some(&first) = self.by_host.get(host) {
+            v.errors.push(claim.error(format!(
+                "host {host:?} is already claimed by {} at {}",
+                first.owner(),
+                first.key()
+            )));
             return false;
         }
-        self.order.push(host.to_owned());
-        self.by_host.insert(host.to_owned(), Claim { owner, at });
+        for base in self.base_domains {
+            let Some(label) = host
+                .strip_suffix(base.as_str())
+                .and_then(|rest| rest.strip_suffix('.'))
+            else {
+                continue;
+            };
+            let own = matches!(claim, Claim::TenantDomain { tenant, .. } if tenant == label);
+            if !label.contains('.') && !own && self.tenant_ids.contains(label) {
+                v.errors.push(claim.error(format!(
+                    "{host:?} is the subdomain of tenant {label:?}; routing it to {} would take {label:?}'s traffic",
+                    claim.owner()
+                )));
+                return false;
+            }
+        }
+        self.by_host.insert(host.to_owned(), claim);
         true
     }
 }

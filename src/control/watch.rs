@@ -21,7 +21,7 @@ use super::audit::Actor;
 use super::ControlPlane;
 
 /// How long to wait after a change event for the writer to finish.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+const DEBOUNCE: Duration = Duration::from_millis(50);
 
 pub struct ConfigWatcher {
     control: Arc<ControlPlane>,
