@@ -17,9 +17,13 @@ COPY benches ./benches
 RUN cargo build --release --locked --bin tenantgate
 
 FROM debian:${DEBIAN}-slim
-RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin tenantgate
+# The config folder is the gateway's: API changes are written to the config file, and the audit log
+# is kept beside it.
+RUN useradd --system --user-group --uid 10001 --no-create-home --shell /usr/sbin/nologin tenantgate \
+ && mkdir -p /etc/tenantgate \
+ && chown tenantgate:tenantgate /etc/tenantgate
 COPY --from=build /src/target/release/tenantgate /usr/local/bin/tenantgate
-COPY config/gateway.toml /etc/tenantgate/gateway.toml
+COPY --chown=tenantgate:tenantgate config/gateway.toml /etc/tenantgate/gateway.toml
 USER tenantgate
 # The data plane; the admin API stays on the container's loopback unless the config says otherwise.
 EXPOSE 8080
