@@ -106,15 +106,23 @@ impl ShutdownSignalWatch for DrainFirst {
     }
 }
 
-/// Where the old and new process of a graceful upgrade meet; one per data-plane port, so gateways
-/// on one machine do not take each other's sockets.
+/// Where the old and new process of a graceful upgrade meet: one per config file (by its real
+/// path), so gateways on one machine do not take each other's sockets, and an upgrade that moves a
+/// listen address still finds its predecessor. The name must be the same for two different builds,
+/// hence a fixed hash (FNV-1a), not the standard library's.
 pub fn upgrade_socket(config: &GatewayConfig) -> String {
-    format!(
-        "/tmp/tenantgate-upgrade-{}.sock",
-        config.gateway.http_listen.port()
-    )
+    format!("/tmp/tenantgate-upgrade-{:016x}.sock", config_key(config))
 }
 
+fn config_key(config: &GatewayConfig) -> u64 {
+    let path = std::fs::canonicalize(&config.path).unwrap_or_else(|_| config.path.clone());
+    path.as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
 /// Builds the server for `config` (read from `text`): checks its listen addresses are free (unless
 /// upgrading), builds the routing table and adds the proxy, admin, health-check and reload services.
 pub fn build(
@@ -133,7 +141,7 @@ pub fn build(
         grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECONDS),
         upgrade_sock: upgrade_socket(&config),
-        pid_file: format!("/tmp/tenantgate-{}.pid", config.gateway.http_listen.port()),
+        pid_file: format!("/tmp/tenantgate-{:016x}.pid", config_key(&config)),
         ..ServerConf::default()
     };
     let opt = Opt {

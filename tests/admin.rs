@@ -144,3 +144,41 @@ async fn status_and_health_describe_the_running_table() {
         .expect("request");
     assert_eq!(posted.status(), 405);
 }
+
+#[tokio::test]
+async fn browsers_and_rebound_host_names_are_refused() {
+    let one = Upstream::start("one").await;
+    let gw = Gateway::start(CONFIG, &[&one]).await;
+    let url = format!("http://{}/tenants/globex/activate", gw.admin);
+    // A web page posting to the admin API: browsers always send Origin with a POST.
+    let r = gw
+        .client
+        .post(&url)
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 403);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["error"], "browser_refused");
+    // A name rebound to this address: its Host is the attacker's name.
+    let r = gw
+        .client
+        .get(format!("http://{}/config", gw.admin))
+        .header("Host", "evil.example")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 403);
+    // IP addresses and localhost are what the admin API answers to.
+    let r = gw
+        .client
+        .get(format!("http://{}/status", gw.admin))
+        .header("Host", format!("localhost:{}", gw.admin.port()))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    // Nothing changed.
+    assert_eq!(send(gw.get("globex.yourapp.test", "/")).await.status, 403);
+}

@@ -189,6 +189,7 @@ async fn a_stepped_promotion_sends_a_share_then_everything_under_load_without_er
             Some(json!({ "pool": "acme-dedicated", "steps": [30, 100], "pause_ms": 600 })),
         )
         .await;
+    let canary_started = Instant::now();
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["tenant"]["promotion"]["state"], "running");
     assert_eq!(body["tenant"]["canary"]["percent"], 30);
@@ -196,6 +197,8 @@ async fn a_stepped_promotion_sends_a_share_then_everything_under_load_without_er
         .read_config()
         .contains("canary = { pool = \"acme-dedicated\", percent = 30 }"));
 
+    // The canary share holds for the pause (600 ms); judge only requests well inside it.
+    let canary_seen = canary_started + Duration::from_millis(450);
     let t = wait_tenant(gw, "acme", |t| t["promotion"]["state"] == "completed").await;
     assert_eq!(t["pool"], "acme-dedicated");
     assert!(t["canary"].is_null());
@@ -203,14 +206,26 @@ async fn a_stepped_promotion_sends_a_share_then_everything_under_load_without_er
     let samples = load.stop().await;
     assert!(failures(&samples).is_empty(), "{:?}", failures(&samples));
 
-    // During the canary both pools served acme; at the end only the dedicated one; globex never moved.
+    // During the canary both pools served acme, about 30/70; at the end only the dedicated one;
+    // globex never moved.
     let acme: Vec<_> = samples
         .iter()
         .filter(|s| s.host.starts_with("acme"))
         .collect();
+    let during: Vec<_> = acme
+        .iter()
+        .filter(|s| s.at > canary_started && s.at < canary_seen)
+        .collect();
+    let on_canary = during.iter().filter(|s| s.upstream == "dedicated").count();
     assert!(
-        acme.iter().any(|s| s.upstream == "shared")
-            && acme.iter().any(|s| s.upstream == "dedicated")
+        during.len() >= 20,
+        "only {} acme requests during the canary",
+        during.len()
+    );
+    assert!(
+        on_canary > 0 && on_canary < during.len(),
+        "{on_canary} of {} canary-time requests went to the canary pool",
+        during.len()
     );
     assert!(acme[acme.len() - 20..]
         .iter()
@@ -406,5 +421,61 @@ async fn the_cli_promotes_and_rolls_back() {
     let out = run(&["rollback", "acme"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has nothing to roll back"));
+    drop((f.shared, f.dedicated));
+}
+
+#[tokio::test]
+async fn two_promotions_of_one_tenant_cannot_both_run() {
+    let f = fixture().await;
+    let gw = &f.gw;
+    let body = json!({ "pool": "acme-dedicated", "steps": [10, 100], "pause_ms": 400 });
+    let (a, b) = tokio::join!(
+        gw.admin_post("/tenants/acme/promote", Some(body.clone())),
+        gw.admin_post("/tenants/acme/promote", Some(body.clone())),
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 409], "{} / {}", a.1, b.1);
+    let t = wait_tenant(gw, "acme", |t| t["promotion"]["state"] == "completed").await;
+    assert_eq!(t["pool"], "acme-dedicated");
+    let completed = audit(gw)
+        .iter()
+        .filter(|e| e["action"] == "tenant.promotion_completed")
+        .count();
+    assert_eq!(completed, 1);
+    drop((f.shared, f.dedicated));
+}
+
+#[tokio::test]
+async fn a_rollback_racing_the_first_step_wins_for_good() {
+    let f = fixture().await;
+    let gw = &f.gw;
+    let body = json!({ "pool": "acme-dedicated", "steps": [10, 100], "pause_ms": 300 });
+    // Sent together: whichever the writer lock serves first, the tenant ends on its old pool.
+    let ((promoted, _), (rolled, rolled_body)) =
+        tokio::join!(gw.admin_post("/tenants/acme/promote", Some(body)), async {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            gw.admin_post("/tenants/acme/rollback", None).await
+        },);
+    assert!(
+        promoted == 200 || promoted == 409,
+        "promote answered {promoted}"
+    );
+    if rolled == 200 {
+        // Past the promotion's pause: the runner must not have gone on.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let t = gw.admin_json("/tenants/acme").await;
+        assert_eq!(
+            (t["pool"].as_str(), t["canary"].is_null()),
+            (Some("shared"), true),
+            "{t}"
+        );
+        assert_eq!(t["promotion"]["state"], "rolled_back", "{t}");
+    } else {
+        // The rollback came before the promotion registered: nothing to roll back then, and the
+        // promotion then runs to its end.
+        assert_eq!(rolled, 409, "{rolled_body}");
+        wait_tenant(gw, "acme", |t| t["promotion"]["state"] == "completed").await;
+    }
     drop((f.shared, f.dedicated));
 }

@@ -20,6 +20,7 @@ access_log = {access_log}
 
 [admin]
 listen = "{admin}"
+watch_config = {watch}
 
 [pools.shared]
 upstreams = ["{shared1}", "{shared2}"]
@@ -47,16 +48,31 @@ struct Fixture {
 fn config(gw_or_template: &str, access_log: bool, extra: &str, acme_pool: &str) -> String {
     gw_or_template
         .replace("{access_log}", &access_log.to_string())
+        .replace("{watch}", "true")
         .replace("{extra}", extra)
         .replace("{acme_pool}", acme_pool)
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(TEMPLATE).await
+}
+
+/// A gateway that does not watch its file: only SIGHUP and the API reload it, so a test of those
+/// cannot pass by the watcher's doing.
+async fn unwatched_fixture() -> Fixture {
+    fixture_with(&unwatched(TEMPLATE)).await
+}
+
+fn unwatched(template: &str) -> String {
+    template.replace("{watch}", "false")
+}
+
+async fn fixture_with(template: &str) -> Fixture {
     let shared1 = Upstream::start("shared1").await;
     let shared2 = Upstream::start("shared2").await;
     let dedicated = Upstream::start("dedicated").await;
     let gw = Gateway::start(
-        &config(TEMPLATE, false, "", "shared"),
+        &config(template, false, "", "shared"),
         &[&shared1, &shared2, &dedicated],
     )
     .await;
@@ -184,7 +200,7 @@ async fn fifty_reloads_under_load_fail_no_request() {
         samples.len()
     );
     assert_eq!(invalid, 10);
-    // Every acme request outside the promotion window went to the shared pool; globex's always.
+    // globex was never moved: every one of its requests went to the shared pool.
     assert!(samples
         .iter()
         .filter(|s| s.host.starts_with("globex"))
@@ -286,10 +302,18 @@ async fn a_file_saved_by_renaming_a_temporary_file_is_picked_up() {
 
 #[tokio::test]
 async fn sighup_reloads_the_file() {
-    let f = fixture().await;
+    let f = unwatched_fixture().await;
     let gw = &f.gw;
-    // Written in place; the watcher may or may not get there first, SIGHUP must work either way.
-    gw.write_config(&gw.render(&config(TEMPLATE, false, "", "acme-dedicated")));
+    gw.write_config(&gw.render(&config(&unwatched(TEMPLATE), false, "", "acme-dedicated")));
+    // Not watched: nothing changes until the signal.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = send(gw.get("acme.yourapp.test", "/")).await;
+    assert!(
+        r.body["upstream"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("shared")),
+        "{r:?}"
+    );
     gw.signal("HUP");
     wait_routed(gw, "acme.yourapp.test", "dedicated").await;
     let r = send(gw.get("acme.yourapp.test", "/")).await;
@@ -298,7 +322,7 @@ async fn sighup_reloads_the_file() {
 
 #[tokio::test]
 async fn the_cli_reloads_and_plans_against_the_running_gateway() {
-    let f = fixture().await;
+    let f = unwatched_fixture().await;
     let gw = &f.gw;
     let config_arg = gw.config_path.to_str().expect("utf-8");
     let run = support::tenantgate;
@@ -315,7 +339,7 @@ async fn the_cli_reloads_and_plans_against_the_running_gateway() {
     // A new file, beside the running one: plan says what would change, against the gateway or a file.
     let next = gw.config_path.with_file_name("next.toml");
     let text = gw.render(&config(
-        TEMPLATE,
+        &unwatched(TEMPLATE),
         true,
         "[tenants.hooli]\npool = \"acme-dedicated\"\n",
         "acme-dedicated",
@@ -346,8 +370,10 @@ async fn the_cli_reloads_and_plans_against_the_running_gateway() {
         Some(1)
     );
 
-    // `tenantgate reload` applies the file the gateway runs.
+    // `tenantgate reload` applies the file the gateway runs (which it does not watch).
     std::fs::write(&gw.config_path, &text).expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(send(gw.get("hooli.yourapp.test", "/")).await.status, 404);
     let out = run(&["reload", "--config", config_arg]).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -355,9 +381,34 @@ async fn the_cli_reloads_and_plans_against_the_running_gateway() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        stdout.starts_with("applied:") || stdout.starts_with("unchanged:"),
-        "{stdout}"
+    assert!(stdout.starts_with("applied:"), "{stdout}");
+    let r = send(gw.get("hooli.yourapp.test", "/")).await;
+    assert_eq!(r.body["upstream"], "dedicated");
+}
+
+#[tokio::test]
+async fn a_pool_whose_health_check_is_removed_gets_its_unhealthy_upstreams_back() {
+    let f = fixture().await;
+    let gw = &f.gw;
+    f.shared1.set_healthy(false);
+    gw.wait_upstream_health(f.shared1.addr, false).await;
+    // The operator drops the flapping check: no probe would ever mark shared1 healthy again, so
+    // the reload must not carry its verdict over.
+    let unchecked = config(TEMPLATE, false, "", "shared").replacen(
+        "health_check = { path = \"/healthz\", interval_ms = 200 }\n",
+        "",
+        1,
     );
-    wait_routed(gw, "hooli.yourapp.test", "dedicated").await;
+    gw.write_config(&gw.render(&unchecked));
+    let (status, body) = gw.admin_post("/reload", None).await;
+    assert_eq!(status, 200, "{body}");
+    gw.wait_upstream_health(f.shared1.addr, true).await;
+    let served: Vec<String> = {
+        let mut all = Vec::new();
+        for _ in 0..6 {
+            all.push(send(gw.get("globex.yourapp.test", "/")).await.body["upstream"].to_string());
+        }
+        all
+    };
+    assert!(served.iter().any(|u| u.contains("shared1")), "{served:?}");
 }

@@ -39,7 +39,8 @@ async fn a_graceful_upgrade_under_load_fails_no_request() {
 
     // The new process waits on the upgrade socket for the old one's listening sockets.
     let new = old.spawn_upgrade();
-    let socket = format!("/tmp/tenantgate-upgrade-{}.sock", old.http.port());
+    let config = tenantgate::config::load(&old.config_path).expect("config");
+    let socket = tenantgate::server::upgrade_socket(&config);
     let deadline = Instant::now() + WAIT;
     while !Path::new(&socket).exists() {
         assert!(
@@ -71,6 +72,12 @@ async fn a_graceful_upgrade_under_load_fails_no_request() {
     // Only the new process is left, on the same ports, admin API included.
     assert_eq!(send(new.get("acme.yourapp.test", "/")).await.status, 200);
     let status = new.admin_json("/status").await;
-    assert_eq!(status["generation"], 1);
+    assert_eq!(status["config"], old.config_path.display().to_string());
     assert!(new.log().contains("upgrade=true"), "{}", new.log());
+    assert!(
+        old.log()
+            .contains("telling keep-alive clients to reconnect"),
+        "{}",
+        old.log()
+    );
 }

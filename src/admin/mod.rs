@@ -6,6 +6,7 @@
 //! through `ControlPlane`, so what it reports is what requests are routed by, and every change is
 //! validated, persisted and audited.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use crate::control::promotion::{
 };
 use crate::control::{ControlPlane, Outcome, Refusal};
 use crate::metrics::Metrics;
+use crate::routing::host::{normalize_host, MAX_HOST_LEN};
 use crate::routing::RoutingTable;
 use crate::tenant::TenantStatus;
 
@@ -185,7 +187,11 @@ impl AdminApi {
         let result = match action {
             "promote" => match promotion_request(body) {
                 Ok(request) => self.control.promote(actor, id, request).await,
-                Err(refusal) => Err(refusal),
+                Err(refusal) => {
+                    self.control
+                        .record_refusal(&actor, "tenant.promote", Some(id), &refusal);
+                    Err(refusal)
+                }
             },
             "rollback" => self.control.rollback(actor, id).await,
             "suspend" => {
@@ -309,21 +315,61 @@ fn refusal_response(refusal: &Refusal) -> Response<Vec<u8>> {
     json_response(status, &refusal.to_json())
 }
 
-/// The request body, up to `MAX_BODY`; `None` when it is larger or cannot be read.
-async fn read_body(session: &mut ServerSession) -> Option<Vec<u8>> {
+/// The request body, up to `MAX_BODY`, or the answer to give instead.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
     let mut body = BytesMut::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
                 if body.len() + chunk.len() > MAX_BODY {
-                    return None;
+                    return Err(json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "body_too_large",
+                        "the request body is over 64 KiB",
+                    ));
                 }
                 body.extend_from_slice(&chunk);
             }
-            Ok(None) => return Some(body.to_vec()),
-            Err(_) => return None,
+            Ok(None) => return Ok(body.to_vec()),
+            Err(_) => {
+                return Err(json_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_body",
+                    "the request body could not be read",
+                ))
+            }
         }
     }
+}
+
+/// The admin API answers programs, not browsers. A request with an `Origin` header is refused, so
+/// that a web page cannot post changes to it. So is a Host other than an IP address or
+/// `localhost`, so that a name an attacker rebinds to this address (DNS rebinding) cannot read it.
+fn refused_client(session: &ServerSession) -> Option<Response<Vec<u8>>> {
+    let headers = &session.req_header().headers;
+    if headers.contains_key(header::ORIGIN) {
+        return Some(json_error(
+            StatusCode::FORBIDDEN,
+            "browser_refused",
+            "the admin API does not answer browsers (requests with an Origin header)",
+        ));
+    }
+    let host = headers.get(header::HOST)?;
+    let mut buf = [0u8; MAX_HOST_LEN];
+    let allowed = normalize_host(host.as_bytes(), &mut buf).is_ok_and(|h| {
+        h == "localhost"
+            || h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok()
+    });
+    (!allowed).then(|| {
+        json_error(
+            StatusCode::FORBIDDEN,
+            "bad_host",
+            "reach the admin API by IP address or localhost",
+        )
+    })
 }
 
 /// Who is asking: the client's address, and the name it gives itself in `X-Actor` (informational,
@@ -350,6 +396,9 @@ fn actor(session: &ServerSession) -> Actor {
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if let Some(refusal) = refused_client(session) {
+            return refusal;
+        }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
         let query = session.req_header().uri.query().unwrap_or("").to_owned();
@@ -376,14 +425,10 @@ impl ServeHttp for AdminApi {
             }
             (false, ["tenants", id, action]) if method == Method::POST => {
                 let actor = actor(session);
-                let Some(body) = read_body(session).await else {
-                    return json_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "body_too_large",
-                        "the request body is over 64 KiB",
-                    );
-                };
-                self.tenant_action(actor, id, action, &body).await
+                match read_body(session).await {
+                    Ok(body) => self.tenant_action(actor, id, action, &body).await,
+                    Err(answer) => answer,
+                }
             }
             (_, ["healthz" | "metrics" | "status" | "config" | "tenants"] | ["tenants", _]) => {
                 json_error(

@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
@@ -188,6 +190,14 @@ fn load(path: &Path) -> anyhow::Result<(GatewayConfig, String)> {
 }
 
 fn run(path: &Path, demo: bool, options: StartOptions) -> anyhow::Result<ExitCode> {
+    // SIGHUP's default action ends the process; until the config watcher takes it over (after
+    // start-up, which an upgrade prolongs), a reload request must not kill the gateway. The watcher
+    // reloads once when it starts, so a SIGHUP caught here is not lost.
+    signal_hook::flag::register(
+        signal_hook::consts::SIGHUP,
+        Arc::new(AtomicBool::new(false)),
+    )
+    .context("installing the SIGHUP handler")?;
     let (config, text) = load(path)?;
     let _log = crate::logging::init(config.gateway.log_format);
     let demo = demo.then(|| DemoBackends::for_config(&config));

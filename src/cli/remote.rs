@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::{load, AdminArgs, TenantsCommand};
 use crate::config::diff::{diff, Change};
 use crate::config::load_str;
+use crate::tenant::TenantId;
 
 /// `plan` found changes (0: none, 1: the file is invalid).
 const EXIT_CHANGES: u8 = 2;
@@ -228,6 +229,18 @@ pub fn plan(args: &AdminArgs, against: Option<&Path>) -> anyhow::Result<ExitCode
 }
 
 pub fn tenants(args: &AdminArgs, command: TenantsCommand) -> anyhow::Result<ExitCode> {
+    // A tenant id goes into the URL's path: only slugs, so nothing in it can change the path.
+    let id = match &command {
+        TenantsCommand::List { .. } => None,
+        TenantsCommand::Show { id }
+        | TenantsCommand::Promote { id, .. }
+        | TenantsCommand::Rollback { id }
+        | TenantsCommand::Suspend { id }
+        | TenantsCommand::Activate { id } => Some(id),
+    };
+    if let Some(id) = id {
+        TenantId::parse(id).map_err(|e| anyhow!("{id:?} is not a tenant id: it {e}"))?;
+    }
     let admin = Admin::new(args)?;
     let (status, body) = match &command {
         TenantsCommand::List { status, pool } => {

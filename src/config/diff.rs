@@ -271,6 +271,12 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         true,
     );
     setting(
+        "admin.watch_config",
+        old.admin.watch_config.to_string(),
+        new.admin.watch_config.to_string(),
+        true,
+    );
+    setting(
         "admin.audit_log",
         old.admin.audit_log.display().to_string(),
         new.admin.audit_log.display().to_string(),

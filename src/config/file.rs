@@ -61,6 +61,9 @@ pub struct AdminFile {
     /// Where every change to the routing table is recorded (JSON lines); relative to the config
     /// file's folder. Default: `<config name>.audit.jsonl` beside the config file.
     pub audit_log: Option<String>,
+    /// Reload when the config file changes on disk (default); with `false`, only SIGHUP, the API
+    /// and `tenantgate reload` do.
+    pub watch_config: Option<bool>,
 }
 
 /// `[pools.<name>]`: a set of interchangeable upstreams and how to use them.

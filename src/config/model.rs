@@ -41,6 +41,7 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// Absolute (resolved against the config file's folder).
     pub audit_log: PathBuf,
+    pub watch_config: bool,
 }
 
 /// What the routing table is built from.

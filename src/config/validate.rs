@@ -241,7 +241,11 @@ impl Validator {
                 folder.join(format!("{stem}.audit.jsonl"))
             }
         };
-        AdminSettings { listen, audit_log }
+        AdminSettings {
+            listen,
+            audit_log,
+            watch_config: a.watch_config.unwrap_or(true),
+        }
     }
 
     fn listen_address(&mut self, key: KeyPath, text: &str) -> SocketAddr {

@@ -85,28 +85,38 @@ pub struct PersistError {
 
 /// Replaces the file at `path` with `text` so that a reader (or a crash) sees the old file or the new
 /// one, never a mix: a temporary file beside it, synced, renamed over it, and the folder synced.
+///
+/// A symlinked config is written where it points (the link stays). A file this process may not
+/// write is refused, even when its folder would allow replacing it: read-only means read-only.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), PersistError> {
     let error = |source| PersistError {
         path: path.to_path_buf(),
         source,
     };
-    let dir = match path.parent() {
+    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if target.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&target)
+            .map_err(error)?;
+    }
+    let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let name = path
+    let name = target
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("config");
     let temp = dir.join(format!(".{name}.tenantgate-{}.tmp", std::process::id()));
     let written = (|| {
         let mut file = File::create(&temp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
+        if let Ok(meta) = std::fs::metadata(&target) {
             file.set_permissions(meta.permissions())?;
         }
         file.write_all(text.as_bytes())?;
         file.sync_all()?;
-        std::fs::rename(&temp, path)?;
+        std::fs::rename(&temp, &target)?;
         File::open(dir)?.sync_all()
     })();
     if written.is_err() {
@@ -195,6 +205,31 @@ pool = "shared"
         assert_eq!(mode, 0o640);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
         assert_eq!(leftovers.len(), 1, "temporary file left behind");
+    }
+
+    #[test]
+    fn a_read_only_file_is_not_replaced_and_a_symlink_stays_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, "old").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+        // Root may write anything; the refusal only shows for other users.
+        let root = std::fs::OpenOptions::new().write(true).open(&path).is_ok();
+        if !root {
+            assert!(write_atomically(&path, "new").is_err());
+            assert_eq!(std::fs::read_to_string(&path).expect("read"), "old");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+        let link = dir.path().join("current.toml");
+        std::os::unix::fs::symlink(&path, &link).expect("symlink");
+        write_atomically(&link, "via link").expect("persist");
+        assert!(std::fs::symlink_metadata(&link)
+            .expect("meta")
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "via link");
     }
 
     #[test]

@@ -265,7 +265,7 @@ impl ControlPlane {
                     path: self.path.clone(),
                     source,
                 };
-                self.refused(&actor, "reload", None, &refusal);
+                self.record_refusal(&actor, "reload", None, &refusal);
                 return Err(refusal);
             }
         };
@@ -279,7 +279,7 @@ impl ControlPlane {
         match result {
             Ok(prepared) => Ok(self.commit(&actor, prepared, text, started).await),
             Err(refusal) => {
-                self.refused(&actor, "reload", None, &refusal);
+                self.record_refusal(&actor, "reload", None, &refusal);
                 Err(refusal)
             }
         }
@@ -306,13 +306,24 @@ impl ControlPlane {
                 })
             }
             Err(refusal) => {
-                self.refused(actor, action, Some(id), &refusal);
+                self.record_refusal(actor, action, Some(id), &refusal);
                 return Err(refusal);
             }
         };
+        // An operator may have saved while the change was prepared: look again just before writing,
+        // so their edit is never written over.
+        let unchanged_on_disk = match tokio::fs::read_to_string(&self.path).await {
+            Ok(now) => digest(&now) == self.applied().digest,
+            Err(_) => false,
+        };
+        if !unchanged_on_disk {
+            let refusal = Refusal::Diverged;
+            self.record_refusal(actor, action, Some(id), &refusal);
+            return Err(refusal);
+        }
         if let Err(e) = write_atomically(&self.path, &text) {
             let refusal = Refusal::Persist(e);
-            self.refused(actor, action, Some(id), &refusal);
+            self.record_refusal(actor, action, Some(id), &refusal);
             return Err(refusal);
         }
         Ok(self.commit(actor, prepared, text, started).await)
@@ -457,7 +468,13 @@ impl ControlPlane {
     }
 
     /// Records a refused change: audit, metrics, status, log. The running table is untouched.
-    fn refused(&self, actor: &Actor, action: &str, tenant: Option<&str>, refusal: &Refusal) {
+    pub fn record_refusal(
+        &self,
+        actor: &Actor,
+        action: &str,
+        tenant: Option<&str>,
+        refusal: &Refusal,
+    ) {
         let generation = self.table.load().generation();
         self.audit.record(&[AuditEntry {
             actor: actor.clone(),
@@ -511,11 +528,18 @@ impl ControlPlane {
             .cloned()
     }
 
-    pub(crate) fn set_promotion(&self, tenant: &str, run: Arc<PromotionRun>) {
-        self.promotions
+    /// Registers `run` as the tenant's promotion, unless one is running already (checked and
+    /// registered at once, so two promotions of one tenant cannot both start).
+    pub(crate) fn start_promotion(&self, tenant: &str, run: Arc<PromotionRun>) -> bool {
+        let mut runs = self
+            .promotions
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(tenant.to_owned(), run);
+            .unwrap_or_else(PoisonError::into_inner);
+        if runs.get(tenant).is_some_and(|r| r.is_running()) {
+            return false;
+        }
+        runs.insert(tenant.to_owned(), run);
+        true
     }
 }
 

@@ -114,7 +114,15 @@ impl PromotionRun {
             .clone()
     }
 
-    fn set(&self, state: PromotionState) {
+    /// Moves the run on, unless it has already ended (a rollback's verdict is final).
+    fn advance(&self, state: PromotionState) {
+        let mut current = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*current, PromotionState::Running { .. }) {
+            *current = state;
+        }
+    }
+
+    fn end(&self, state: PromotionState) {
         *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
     }
 
@@ -153,6 +161,18 @@ fn merge(mut a: Value, b: Value) -> Value {
     a
 }
 
+/// A change refused only for a moment (an operator's save not loaded yet): worth trying again.
+fn transient(refusal: &Refusal) -> bool {
+    matches!(
+        refusal,
+        Refusal::Diverged | Refusal::Read { .. } | Refusal::Persist(_)
+    )
+}
+
+/// How often, and how far apart, a promotion's own change is retried after a transient refusal.
+const RETRIES: u32 = 20;
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
+
 impl ControlPlane {
     /// Promotes a tenant to `request.pool`: checks first (tenant exists and is active, the pool
     /// exists, is not the current one, and every upstream of it passes a health check now), then
@@ -164,7 +184,7 @@ impl ControlPlane {
         request: PromotionRequest,
     ) -> Result<Outcome, Refusal> {
         let refused = |refusal: Refusal| {
-            self.refused(&actor, "tenant.promote", Some(id), &refusal);
+            self.record_refusal(&actor, "tenant.promote", Some(id), &refusal);
             Err(refusal)
         };
         if let Err(why) = check_steps(&request.steps) {
@@ -174,11 +194,6 @@ impl ControlPlane {
             return refused(Refusal::BadRequest(
                 "max_error_rate is a fraction from 0 to 1".into(),
             ));
-        }
-        if self.promotion(id).is_some_and(|r| r.is_running()) {
-            return refused(Refusal::Conflict(format!(
-                "tenant {id:?} is already being promoted"
-            )));
         }
         let applied = self.applied();
         let Some(tenant) = applied
@@ -193,24 +208,39 @@ impl ControlPlane {
         if let Err(refusal) = promotable(tenant.status, &tenant.pool, &request.pool, id) {
             return refused(refusal);
         }
-        let from = tenant.pool.clone();
-        if let Err(refusal) = self.pool_passes_now(&request.pool).await {
-            return refused(refusal);
-        }
-
         let run = Arc::new(PromotionRun::new(
-            from,
+            tenant.pool.clone(),
             request.pool.clone(),
             request.steps.clone(),
         ));
+        // Registered before anything is changed, and only if no other promotion of the tenant runs:
+        // a rollback can always find (and stop) what it has to undo.
+        if !self.start_promotion(id, Arc::clone(&run)) {
+            return refused(Refusal::Conflict(format!(
+                "tenant {id:?} is already being promoted"
+            )));
+        }
+        if let Err(refusal) = self.pool_passes_now(&request.pool).await {
+            run.end(PromotionState::Stopped {
+                reason: refusal.to_string(),
+            });
+            return refused(refusal);
+        }
         let first = request.steps.first().copied().unwrap_or(100);
-        let outcome = self.step(&actor, id, &run, first).await?;
-        run.set(match first {
+        let outcome = match self.step(&actor, id, &run, first, None).await {
+            Ok(outcome) => outcome,
+            Err(refusal) => {
+                run.advance(PromotionState::Stopped {
+                    reason: refusal.to_string(),
+                });
+                return Err(refusal);
+            }
+        };
+        run.advance(match first {
             100 => PromotionState::Completed,
             percent => PromotionState::Running { step: 1, percent },
         });
-        self.set_promotion(id, Arc::clone(&run));
-        if first < 100 {
+        if first < 100 && run.is_running() {
             tokio::spawn(Arc::clone(self).run_steps(id.to_owned(), run, request));
         }
         Ok(outcome)
@@ -219,16 +249,21 @@ impl ControlPlane {
     /// Moves a tenant back: ends a promotion in progress (the canary traffic returns to the old
     /// pool), or moves a promoted tenant back to its `previous_pool`.
     pub async fn rollback(self: &Arc<Self>, actor: Actor, id: &str) -> Result<Outcome, Refusal> {
+        let reason = format!("rolled back by {actor}");
         let run = self.promotion(id);
-        if let Some(run) = run.as_ref().filter(|r| r.is_running()) {
-            run.cancel();
-        }
         let outcome = self
             .edit_tenant(&actor, "tenant.rollback", id, |t, _| {
+                // Under the writer lock: a step of the promotion cannot slip in between.
+                if let Some(run) = run.as_ref().filter(|r| r.is_running()) {
+                    run.cancel();
+                }
                 if t.canary.is_some() {
                     Ok(vec![TenantEdit::Canary(None)])
                 } else if let Some(previous) = &t.previous_pool {
                     Ok(vec![TenantEdit::Pool(previous.clone()), TenantEdit::PreviousPool(None)])
+                } else if run.as_ref().is_some_and(|r| r.is_cancelled()) {
+                    // A promotion stopped before its first step changed anything.
+                    Ok(Vec::new())
                 } else {
                     Err(Refusal::Conflict(format!(
                         "tenant {id:?} has nothing to roll back (no promotion in progress, no previous_pool)"
@@ -237,9 +272,7 @@ impl ControlPlane {
             })
             .await;
         if let (Some(run), Ok(_)) = (&run, &outcome) {
-            run.set(PromotionState::RolledBack {
-                reason: format!("rolled back by {actor}"),
-            });
+            run.end(PromotionState::RolledBack { reason });
         }
         outcome
     }
@@ -287,13 +320,16 @@ impl ControlPlane {
         }
     }
 
-    /// Applies one step: a canary share, or (at 100) the move itself.
+    /// Applies one step: a canary share, or (at 100) the move itself. `after` is the canary the
+    /// previous step set; if the tenant's canary is no longer that (an operator changed it), the
+    /// promotion stops rather than overwrite them.
     async fn step(
         &self,
         actor: &Actor,
         id: &str,
         run: &PromotionRun,
         percent: u8,
+        after: Option<u8>,
     ) -> Result<Outcome, Refusal> {
         let edits = match percent {
             100 => vec![
@@ -318,9 +354,39 @@ impl ControlPlane {
                     t.pool
                 )));
             }
+            let expected = after.map(|percent| CanaryConfig {
+                pool: run.to.clone(),
+                percent,
+            });
+            let resumes = after.is_none() && t.canary.as_ref().is_some_and(|c| c.pool == run.to);
+            if t.canary != expected && !resumes {
+                return Err(Refusal::Conflict(
+                    "the tenant's canary was changed outside the promotion".into(),
+                ));
+            }
             Ok(edits)
         })
         .await
+    }
+
+    /// Retries a promotion's own change while it is refused for a moment only.
+    async fn with_retries<F, Fut>(&self, mut change: F) -> Result<Outcome, Refusal>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Outcome, Refusal>>,
+    {
+        let mut tries = 0;
+        loop {
+            match change().await {
+                Err(refusal) if transient(&refusal) && tries < RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    // An operator's save not loaded yet: load it (it may be the reason).
+                    let _ = self.reload(Actor::Promotion).await;
+                }
+                done => return done,
+            }
+        }
     }
 
     /// The steps after the first: pause, judge the canary traffic, go on or roll back.
@@ -330,6 +396,7 @@ impl ControlPlane {
         run: Arc<PromotionRun>,
         request: PromotionRequest,
     ) {
+        let mut previous = request.steps.first().copied();
         for (index, &percent) in request.steps.iter().enumerate().skip(1) {
             let before = self.canary_snapshot(&id);
             if !pause(&run, request.pause).await {
@@ -349,15 +416,20 @@ impl ControlPlane {
                 self.auto_rollback(&id, &run, reason).await;
                 return;
             }
-            if let Err(e) = self.step(&Actor::Promotion, &id, &run, percent).await {
+            let stepped = self
+                .with_retries(|| self.step(&Actor::Promotion, &id, &run, percent, previous))
+                .await;
+            if let Err(e) = stepped {
                 if !run.is_cancelled() {
-                    run.set(PromotionState::Stopped {
+                    tracing::error!(tenant = %id, error = %e, "promotion stopped");
+                    run.advance(PromotionState::Stopped {
                         reason: e.to_string(),
                     });
                 }
                 return;
             }
-            run.set(match percent {
+            previous = Some(percent);
+            run.advance(match percent {
                 100 => PromotionState::Completed,
                 percent => PromotionState::Running {
                     step: index + 1,
@@ -376,26 +448,40 @@ impl ControlPlane {
 
     async fn auto_rollback(&self, id: &str, run: &PromotionRun, reason: String) {
         let undone = self
-            .edit_tenant(&Actor::Promotion, "tenant.rollback", id, |t, _| {
-                if run.is_cancelled() {
-                    return Err(Refusal::Conflict("the promotion was rolled back".into()));
-                }
-                Ok(if t.canary.is_some() {
-                    vec![TenantEdit::Canary(None)]
-                } else {
-                    Vec::new()
+            .with_retries(|| {
+                self.edit_tenant(&Actor::Promotion, "tenant.rollback", id, |t, _| {
+                    if run.is_cancelled() {
+                        return Err(Refusal::Conflict("the promotion was rolled back".into()));
+                    }
+                    Ok(if t.canary.is_some() {
+                        vec![TenantEdit::Canary(None)]
+                    } else {
+                        Vec::new()
+                    })
                 })
             })
             .await;
-        if undone.is_ok() {
-            self.record_event(
-                &Actor::Promotion,
-                "tenant.promotion_rolled_back",
-                id,
-                json!(run.from),
-                Some(reason.clone()),
-            );
-            run.set(PromotionState::RolledBack { reason });
+        match undone {
+            Ok(_) => {
+                self.record_event(
+                    &Actor::Promotion,
+                    "tenant.promotion_rolled_back",
+                    id,
+                    json!(run.from),
+                    Some(reason.clone()),
+                );
+                run.advance(PromotionState::RolledBack { reason });
+            }
+            Err(e) if !run.is_cancelled() => {
+                // The canary still takes its share: say so loudly, and where.
+                tracing::error!(tenant = %id, error = %e, %reason, "automatic rollback failed; the canary is still in place");
+                run.advance(PromotionState::Stopped {
+                    reason: format!(
+                        "{reason}; the automatic rollback failed ({e}): roll back by hand"
+                    ),
+                });
+            }
+            Err(_) => {}
         }
     }
 
@@ -491,7 +577,7 @@ mod tests {
     #[test]
     fn runs_report_where_they_are() {
         let run = PromotionRun::new("shared".into(), "dedicated".into(), vec![10, 100]);
-        run.set(PromotionState::Running {
+        run.advance(PromotionState::Running {
             step: 1,
             percent: 10,
         });
@@ -501,5 +587,19 @@ mod tests {
         assert_eq!(v["to"], "dedicated");
         run.cancel();
         assert!(run.is_cancelled());
+        // A rollback's verdict is final: a late step cannot make the run look alive again.
+        run.end(PromotionState::RolledBack {
+            reason: "by hand".into(),
+        });
+        run.advance(PromotionState::Running {
+            step: 2,
+            percent: 50,
+        });
+        assert_eq!(
+            run.state(),
+            PromotionState::RolledBack {
+                reason: "by hand".into()
+            }
+        );
     }
 }

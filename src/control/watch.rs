@@ -2,8 +2,9 @@
 //!
 //! The file's folder is watched, not the file: editors that save by writing a temporary file and
 //! renaming it over the old one (vim, most IDEs), and Kubernetes' symlink swaps, replace the file's
-//! inode, which a watch on the file itself would lose. Events are debounced (a save is often several
-//! writes), and a reload of unchanged text is a no-op, so a spurious event costs one read.
+//! inode, which a watch on the file itself would lose. The file is read once it has been quiet for a
+//! moment (a save is often several writes), and a reload of unchanged text is a no-op, so a
+//! spurious event costs one read. `[admin] watch_config = false` leaves only SIGHUP and the API.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +21,10 @@ use tokio::sync::mpsc;
 use super::audit::Actor;
 use super::ControlPlane;
 
-/// How long to wait after a change event for the writer to finish.
+/// A file is read once it has seen no change for this long (a save is often several writes)...
 const DEBOUNCE: Duration = Duration::from_millis(50);
+/// ...or after this long, for a file that keeps changing.
+const QUIET_MAX: Duration = Duration::from_secs(2);
 
 pub struct ConfigWatcher {
     control: Arc<ControlPlane>,
@@ -37,12 +40,14 @@ impl ConfigWatcher {
 impl BackgroundService for ConfigWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (changed, mut changes) = mpsc::unbounded_channel();
-        let _watcher = match watch_file(self.control.path(), changed) {
-            Ok(w) => Some(w),
-            Err(e) => {
+        let watched = self.control.applied().config.admin.watch_config;
+        let _watcher = match watched.then(|| watch_file(self.control.path(), changed)) {
+            Some(Ok(w)) => Some(w),
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or POST /reload");
                 None
             }
+            None => None,
         };
         let mut hangups = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
@@ -51,11 +56,13 @@ impl BackgroundService for ConfigWatcher {
                 None
             }
         };
+        // What changed while this process was starting (a graceful upgrade waits for its sockets
+        // while the old process may still take changes) is loaded now.
+        let _ = self.control.reload(Actor::FileWatch).await;
         loop {
             tokio::select! {
                 Some(()) = changes.recv() => {
-                    tokio::time::sleep(DEBOUNCE).await;
-                    while changes.try_recv().is_ok() {}
+                    quiet(&mut changes).await;
                     // Outcomes and refusals are logged, audited and shown in /status by the control plane.
                     let _ = self.control.reload(Actor::FileWatch).await;
                 }
@@ -64,6 +71,18 @@ impl BackgroundService for ConfigWatcher {
                 }
                 _ = shutdown.changed() => break,
             }
+        }
+    }
+}
+
+/// Waits until the file has been quiet for `DEBOUNCE` (a slow copy is many writes), at most
+/// `QUIET_MAX`.
+async fn quiet(changes: &mut mpsc::UnboundedReceiver<()>) {
+    let deadline = tokio::time::Instant::now() + QUIET_MAX;
+    while tokio::time::Instant::now() < deadline {
+        match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+            Ok(Some(())) => continue,
+            _ => return,
         }
     }
 }

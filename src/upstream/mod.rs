@@ -149,7 +149,16 @@ impl Pool {
                     label: u.label.clone(),
                     addr: u.addr,
                     peer,
-                    state: states(u.addr).unwrap_or_default(),
+                    state: match states(u.addr) {
+                        // With no active check left, nothing would ever mark a carried-over
+                        // unhealthy upstream healthy again.
+                        Some(state) if config.health_check.is_none() => {
+                            state.set_healthy(true);
+                            state
+                        }
+                        Some(state) => state,
+                        None => Arc::default(),
+                    },
                     ejections: Metrics::get().upstream_ejections(&config.name, &u.label),
                 }
             })

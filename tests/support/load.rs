@@ -20,6 +20,8 @@ pub struct Sample {
     pub status: u16,
     pub upstream: String,
     pub error: Option<String>,
+    /// When the answer came.
+    pub at: Instant,
 }
 
 impl Sample {
@@ -66,6 +68,7 @@ impl Load {
                                     status: r.status,
                                     upstream,
                                     error: None,
+                                    at: Instant::now(),
                                 }
                             }
                             Err(e) => Sample {
@@ -73,6 +76,7 @@ impl Load {
                                 status: 0,
                                 upstream: "-".into(),
                                 error: Some(format!("{e:?}")),
+                                at: Instant::now(),
                             },
                         };
                         let mut all = samples.lock().unwrap_or_else(PoisonError::into_inner);
