@@ -412,3 +412,34 @@ async fn a_pool_whose_health_check_is_removed_gets_its_unhealthy_upstreams_back(
     };
     assert!(served.iter().any(|u| u.contains("shared1")), "{served:?}");
 }
+
+#[tokio::test]
+async fn the_watcher_refuses_a_broken_file_once_not_on_every_save() {
+    let f = fixture().await;
+    let gw = &f.gw;
+    let broken = gw.render(&config(TEMPLATE, false, "", "no-such-pool"));
+    gw.write_config(&broken);
+    let deadline = Instant::now() + WAIT;
+    while gw.admin_json("/status").await["last_change"]["result"] != "refused" {
+        assert!(Instant::now() < deadline, "the watcher never looked:\n{}", gw.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same broken text saved again (editors save repeatedly): no new refusal.
+    for _ in 0..3 {
+        gw.write_config(&broken);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let audit_path = gw.config_path.with_file_name("gateway.audit.jsonl");
+    let refusals = || {
+        std::fs::read_to_string(&audit_path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("\"action\":\"reload\"") && l.contains("\"result\":\"refused\""))
+            .count()
+    };
+    assert_eq!(refusals(), 1);
+    // An operator who asks still gets the answer, and it is recorded.
+    let (status, _) = gw.admin_post("/reload", None).await;
+    assert_eq!(status, 422);
+    assert_eq!(refusals(), 2);
+}

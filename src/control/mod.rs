@@ -17,6 +17,7 @@ pub mod watch;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -207,6 +208,10 @@ pub struct ControlPlane {
     applied: ArcSwap<Applied>,
     audit: AuditLog,
     last: ArcSwap<Option<LastChange>>,
+    /// The digest of the last file text a reload refused (0: none since the last applied change):
+    /// the watcher does not refuse the same broken file again for every event it sees, nor a
+    /// promotion for every retry.
+    refused_digest: AtomicU64,
     promotions: Mutex<HashMap<String, Arc<PromotionRun>>>,
 }
 
@@ -229,6 +234,7 @@ impl ControlPlane {
             }),
             audit,
             last: ArcSwap::from_pointee(None),
+            refused_digest: AtomicU64::new(0),
             promotions: Mutex::new(HashMap::new()),
         })
     }
@@ -270,15 +276,24 @@ impl ControlPlane {
             }
         };
         let current = self.applied();
-        if digest(&text) == current.digest {
-            return Ok(Outcome::Unchanged {
-                generation: self.table.load().generation(),
-            });
+        let read = digest(&text);
+        let unchanged = Outcome::Unchanged {
+            generation: self.table.load().generation(),
+        };
+        if read == current.digest {
+            return Ok(unchanged);
+        }
+        // Reloads nobody asked for (the watcher, a promotion's retries) do not refuse the same
+        // broken file again and again; an operator's SIGHUP or API call always gets an answer.
+        let unasked = matches!(actor, Actor::FileWatch | Actor::Promotion);
+        if unasked && read == self.refused_digest.load(Ordering::Relaxed) {
+            return Ok(unchanged);
         }
         let result = self.prepare(text.clone()).await;
         match result {
             Ok(prepared) => Ok(self.commit(&actor, prepared, text, started).await),
             Err(refusal) => {
+                self.refused_digest.store(read, Ordering::Relaxed);
                 self.record_refusal(&actor, "reload", None, &refusal);
                 Err(refusal)
             }
@@ -428,6 +443,7 @@ impl ControlPlane {
             digest: digest(&text),
             text: text.into(),
         }));
+        self.refused_digest.store(0, Ordering::Relaxed);
         let (generation, changes, result) = match &outcome {
             Outcome::Applied {
                 generation,
