@@ -421,7 +421,11 @@ async fn the_watcher_refuses_a_broken_file_once_not_on_every_save() {
     gw.write_config(&broken);
     let deadline = Instant::now() + WAIT;
     while gw.admin_json("/status").await["last_change"]["result"] != "refused" {
-        assert!(Instant::now() < deadline, "the watcher never looked:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "the watcher never looked:\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // The same broken text saved again (editors save repeatedly): no new refusal.
