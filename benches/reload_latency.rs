@@ -109,6 +109,18 @@ async fn main() {
         println!("round {round}: file saved -> first request on the new table {ms:>6.1} ms; POST /reload answered in {api_ms:>6.1} ms ({})", body["result"]);
         load.wait_for_more(100).await;
     }
+    // The gateway's own account: time from reading the file to the new table in use.
+    let own: Vec<String> = gw
+        .log()
+        .lines()
+        .filter(|l| l.contains("routing table change") && l.contains("result=\"applied\""))
+        .filter_map(|l| l.split("duration_ms=").nth(1))
+        .map(|d| d.split_whitespace().next().unwrap_or("?").to_owned())
+        .collect();
+    println!(
+        "the gateway's reload durations, in order (ms): {}",
+        own.join(", ")
+    );
     let samples = load.stop().await;
     let failed = failures(&samples);
     println!(

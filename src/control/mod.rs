@@ -470,7 +470,14 @@ impl ControlPlane {
                 .collect::<Vec<_>>(),
         );
         Metrics::get().observe_reload(result, started.elapsed().as_secs_f64());
-        tracing::info!(%actor, result, generation, changes = changes.len(), "routing table change");
+        tracing::info!(
+            %actor,
+            result,
+            generation,
+            changes = changes.len(),
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "routing table change"
+        );
         self.last.store(Arc::new(Some(LastChange {
             time: now(),
             actor: actor.to_string(),
