@@ -141,13 +141,7 @@ impl AdminApi {
     fn tenant(&self, id: &str) -> Response<Vec<u8>> {
         let table = self.control.table().load();
         let applied = self.control.applied();
-        match applied
-            .config
-            .routing
-            .tenants
-            .iter()
-            .find(|t| t.id.as_str() == id)
-        {
+        match applied.config.routing.tenant(id) {
             Some(t) => json_response(StatusCode::OK, &self.tenant_view(&table, t)),
             None => refusal_response(&Refusal::UnknownTenant(id.to_owned())),
         }
@@ -161,13 +155,7 @@ impl AdminApi {
                 if let Some(id) = tenant {
                     let table = self.control.table().load();
                     let applied = self.control.applied();
-                    if let Some(t) = applied
-                        .config
-                        .routing
-                        .tenants
-                        .iter()
-                        .find(|t| t.id.as_str() == id)
-                    {
+                    if let Some(t) = applied.config.routing.tenant(id) {
                         body["tenant"] = self.tenant_view(&table, t);
                     }
                 }

@@ -59,6 +59,14 @@ pub struct RoutingConfig {
     pub hosts: Vec<HostConfig>,
 }
 
+impl RoutingConfig {
+    /// A scan, not an index: only the admin API and control changes ask; requests use the
+    /// routing table's `tenant_by_id`.
+    pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
+        self.tenants.iter().find(|t| t.id.as_str() == id)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     pub name: String,

@@ -364,9 +364,7 @@ impl ControlPlane {
         let tenant = current
             .config
             .routing
-            .tenants
-            .iter()
-            .find(|t| t.id.as_str() == id)
+            .tenant(id)
             .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
         let edits = decide(tenant, &current.config)?;
         if edits.is_empty() {

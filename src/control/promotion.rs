@@ -196,13 +196,7 @@ impl ControlPlane {
             ));
         }
         let applied = self.applied();
-        let Some(tenant) = applied
-            .config
-            .routing
-            .tenants
-            .iter()
-            .find(|t| t.id.as_str() == id)
-        else {
+        let Some(tenant) = applied.config.routing.tenant(id) else {
             return refused(Refusal::UnknownTenant(id.to_owned()));
         };
         if let Err(refusal) = promotable(tenant.status, &tenant.pool, &request.pool, id) {
