@@ -223,11 +223,7 @@ fn promotion_request(body: &[u8]) -> Result<PromotionRequest, Refusal> {
 }
 
 fn tenant_counts(table: &RoutingTable) -> Value {
-    let suspended = table
-        .tenants()
-        .iter()
-        .filter(|t| t.status == TenantStatus::Suspended)
-        .count();
+    let suspended = table.suspended_count();
     json!({
         "total": table.tenants().len(),
         "active": table.tenants().len() - suspended,

@@ -15,7 +15,6 @@ use prometheus::{
 
 use crate::gateway_error::GatewayError;
 use crate::routing::RoutingTable;
-use crate::tenant::TenantStatus;
 
 /// Status classes 1xx to 5xx, plus one slot for anything outside them.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -197,11 +196,7 @@ impl Metrics {
     /// and every upstream's health (so each series exists from the start, not from its first check).
     pub fn observe_table(&self, table: &RoutingTable) {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        let suspended = table
-            .tenants()
-            .iter()
-            .filter(|t| t.status == TenantStatus::Suspended)
-            .count();
+        let suspended = table.suspended_count();
         self.generation
             .set(i64::try_from(table.generation()).unwrap_or(i64::MAX));
         self.tenants

@@ -316,6 +316,14 @@ impl RoutingTable {
         &self.tenants
     }
 
+    /// Counted on demand, not kept: only the admin API and the metrics ask, never a request.
+    pub fn suspended_count(&self) -> usize {
+        self.tenants
+            .iter()
+            .filter(|t| t.status == TenantStatus::Suspended)
+            .count()
+    }
+
     pub fn tenant_by_id(&self, id: &str) -> Option<&Tenant> {
         self.tenants.get(*self.by_id.get(id)?)
     }
