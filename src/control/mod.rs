@@ -198,6 +198,9 @@ struct Prepared {
     config: GatewayConfig,
     changes: Vec<Change>,
     table: Option<RoutingTable>,
+    /// The text it was parsed from, carried through so it is neither copied nor hashed again.
+    text: String,
+    digest: u64,
 }
 
 pub struct ControlPlane {
@@ -289,9 +292,9 @@ impl ControlPlane {
         if unasked && read == self.refused_digest.load(Ordering::Relaxed) {
             return Ok(unchanged);
         }
-        let result = self.prepare(text.clone()).await;
+        let result = self.prepare(text, read).await;
         match result {
-            Ok(prepared) => Ok(self.commit(&actor, prepared, text, started).await),
+            Ok(prepared) => Ok(self.commit(&actor, prepared, started).await),
             Err(refusal) => {
                 self.refused_digest.store(read, Ordering::Relaxed);
                 self.record_refusal(&actor, "reload", None, &refusal);
@@ -313,8 +316,8 @@ impl ControlPlane {
         let _writer = self.writer.lock().await;
         let started = Instant::now();
         let result = self.prepare_edit(id, decide).await;
-        let (prepared, text) = match result {
-            Ok(Some(ready)) => ready,
+        let prepared = match result {
+            Ok(Some(prepared)) => prepared,
             Ok(None) => {
                 return Ok(Outcome::Unchanged {
                     generation: self.table.load().generation(),
@@ -336,19 +339,19 @@ impl ControlPlane {
             self.record_refusal(actor, action, Some(id), &refusal);
             return Err(refusal);
         }
-        if let Err(e) = write_atomically(&self.path, &text) {
+        if let Err(e) = write_atomically(&self.path, &prepared.text) {
             let refusal = Refusal::Persist(e);
             self.record_refusal(actor, action, Some(id), &refusal);
             return Err(refusal);
         }
-        Ok(self.commit(actor, prepared, text, started).await)
+        Ok(self.commit(actor, prepared, started).await)
     }
 
     async fn prepare_edit(
         &self,
         id: &str,
         decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
-    ) -> Result<Option<(Prepared, String)>, Refusal> {
+    ) -> Result<Option<Prepared>, Refusal> {
         let current = self.applied();
         // An operator's edit that is not loaded yet (being fixed, or not picked up) must not be
         // applied behind their back by an API change made on top of it.
@@ -371,12 +374,12 @@ impl ControlPlane {
             return Ok(None);
         }
         let text = edit_tenant(&current.text, id, &edits)?;
-        let prepared = self.prepare(text.clone()).await?;
-        Ok(Some((prepared, text)))
+        let edited = digest(&text);
+        self.prepare(text, edited).await.map(Some)
     }
 
     /// Parses, validates, diffs and builds, on a blocking thread (a large file takes a while).
-    async fn prepare(&self, text: String) -> Result<Prepared, Refusal> {
+    async fn prepare(&self, text: String, digest: u64) -> Result<Prepared, Refusal> {
         let current = self.applied();
         let previous = self.table.load();
         let path = self.path.clone();
@@ -398,6 +401,8 @@ impl ControlPlane {
                 config,
                 changes,
                 table,
+                text,
+                digest,
             })
         })
         .await;
@@ -409,17 +414,13 @@ impl ControlPlane {
     }
 
     /// Puts a prepared change in use: probes its new upstreams, swaps the table, records it.
-    async fn commit(
-        &self,
-        actor: &Actor,
-        prepared: Prepared,
-        text: String,
-        started: Instant,
-    ) -> Outcome {
+    async fn commit(&self, actor: &Actor, prepared: Prepared, started: Instant) -> Outcome {
         let Prepared {
             config,
             changes,
             table,
+            text,
+            digest,
         } = prepared;
         let outcome = match table {
             Some(table) => {
@@ -438,7 +439,7 @@ impl ControlPlane {
         };
         self.applied.store(Arc::new(Applied {
             config: Arc::new(config),
-            digest: digest(&text),
+            digest,
             text: text.into(),
         }));
         self.refused_digest.store(0, Ordering::Relaxed);
