@@ -30,6 +30,7 @@ fn routing_config(tenants: usize) -> RoutingConfig {
         balancing: Balancing::RoundRobin,
         health_check: None,
         timeouts: PoolTimeouts::default(),
+        tls: None,
     };
     RoutingConfig {
         base_domains: vec!["yourapp.test".into()],
@@ -46,9 +47,12 @@ fn routing_config(tenants: usize) -> RoutingConfig {
                 domains: vec![format!("api.customer-{i}.example")],
                 previous_pool: None,
                 canary: None,
+                https_redirect: None,
+                hsts: None,
             })
             .collect(),
         hosts: Vec::new(),
+        tls: Default::default(),
     }
 }
 

@@ -15,6 +15,9 @@ pub enum GatewayError {
     UnknownTenant,
     /// The host maps to a tenant that is suspended.
     TenantSuspended,
+    /// The request came on a TLS connection opened for another tenant's name (SNI): the client
+    /// should open a connection for this host (browsers do so by themselves on 421).
+    MisdirectedRequest,
     /// Every upstream of the pool is unhealthy, ejected, or was already tried.
     NoHealthyUpstream,
     /// The upstream did not answer in time.
@@ -26,11 +29,12 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub const ALL: [GatewayError; 8] = [
+    pub const ALL: [GatewayError; 9] = [
         GatewayError::BadRequest,
         GatewayError::BadHost,
         GatewayError::UnknownTenant,
         GatewayError::TenantSuspended,
+        GatewayError::MisdirectedRequest,
         GatewayError::NoHealthyUpstream,
         GatewayError::UpstreamTimeout,
         GatewayError::UpstreamError,
@@ -43,6 +47,7 @@ impl GatewayError {
             GatewayError::BadHost => "bad_host",
             GatewayError::UnknownTenant => "unknown_tenant",
             GatewayError::TenantSuspended => "tenant_suspended",
+            GatewayError::MisdirectedRequest => "misdirected_request",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamError => "upstream_error",
@@ -55,6 +60,7 @@ impl GatewayError {
             GatewayError::BadRequest | GatewayError::BadHost => StatusCode::BAD_REQUEST,
             GatewayError::UnknownTenant => StatusCode::NOT_FOUND,
             GatewayError::TenantSuspended => StatusCode::FORBIDDEN,
+            GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamError => StatusCode::BAD_GATEWAY,
@@ -69,6 +75,9 @@ impl GatewayError {
             GatewayError::BadHost => "the request has no valid Host header",
             GatewayError::UnknownTenant => "no tenant is served at this host",
             GatewayError::TenantSuspended => "this tenant is suspended",
+            GatewayError::MisdirectedRequest => {
+                "this connection was opened for another host; open one for this host"
+            }
             GatewayError::NoHealthyUpstream => "no healthy upstream is available for this request",
             GatewayError::UpstreamTimeout => "the upstream did not answer in time",
             GatewayError::UpstreamError => "the upstream failed to answer",

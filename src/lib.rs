@@ -19,4 +19,5 @@ pub mod request_id;
 pub mod routing;
 pub mod server;
 pub mod tenant;
+pub mod tls;
 pub mod upstream;

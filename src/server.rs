@@ -10,6 +10,8 @@ use async_trait::async_trait;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::protocols::ALPN;
 use pingora::proxy::ProxyServiceBuilder;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
@@ -25,6 +27,7 @@ use crate::control::ControlPlane;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
+use crate::tls::{KeepServerName, SniResolver};
 use crate::upstream::health::HealthChecker;
 
 /// After SIGTERM, how long in-flight requests get before the runtimes stop (Pingora's default is 300 s,
@@ -43,6 +46,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Audit(#[from] AuditOpenError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(Box<pingora::Error>),
 }
 
 /// How this process starts.
@@ -132,6 +137,9 @@ pub fn build(
 ) -> Result<GatewayServer, StartError> {
     if !options.upgrade {
         ensure_free("gateway.http_listen", config.gateway.http_listen)?;
+        if let Some(https) = config.gateway.https_listen {
+            ensure_free("gateway.https_listen", https)?;
+        }
         ensure_free("admin.listen", config.admin.listen)?;
     }
 
@@ -153,9 +161,11 @@ pub fn build(
 
     let table = RoutingTable::build(&config.routing, 1, None);
     Metrics::get().observe_table(&table);
+    Metrics::get().observe_certificates(&config.routing.tls.certificates);
     let table = Arc::new(TableHandle::new(table));
-    let (http_listen, admin_listen, h2c) = (
+    let (http_listen, https_listen, admin_listen, h2c) = (
         config.gateway.http_listen,
+        config.gateway.https_listen,
         config.admin.listen,
         config.gateway.h2c,
     );
@@ -170,6 +180,9 @@ pub fn build(
         .server_options(options)
         .build();
     proxy.add_tcp(&http_listen.to_string());
+    if let Some(https) = https_listen {
+        proxy.add_tls_with_settings(&https.to_string(), None, tls_settings(&table)?);
+    }
     server.add_service(proxy);
 
     let mut admin = Service::new(
@@ -199,6 +212,16 @@ pub fn build(
         control,
         draining,
     })
+}
+
+/// The HTTPS listener's TLS: certificates chosen per handshake from the routing table in use, the
+/// client's SNI kept for the request phases, HTTP/2 offered before HTTP/1.1. Pingora builds the
+/// rustls config with TLS 1.2 and 1.3 only, and rustls offers no weak cipher suites.
+fn tls_settings(table: &Arc<TableHandle>) -> Result<TlsSettings, StartError> {
+    let mut tls = TlsSettings::with_callbacks(Box::new(KeepServerName)).map_err(StartError::Tls)?;
+    tls.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(table))));
+    tls.set_alpn(ALPN::H2H1);
+    Ok(tls)
 }
 
 /// Fails fast, with the setting's name, when an address is taken (Pingora would retry for 30 s and

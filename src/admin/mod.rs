@@ -18,7 +18,8 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::model::TenantConfig;
+use crate::config::diff::{rfc3339, CertificateSummary};
+use crate::config::model::{CertificateConfig, TenantConfig};
 use crate::control::audit::Actor;
 use crate::control::promotion::{
     PromotionRequest, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_PAUSE,
@@ -60,8 +61,10 @@ impl AdminApi {
             "base_domains": table.base_domains().collect::<Vec<_>>(),
             "listen": {
                 "http": applied.config.gateway.http_listen.to_string(),
+                "https": applied.config.gateway.https_listen.map(|a| a.to_string()),
                 "admin": applied.config.admin.listen.to_string(),
             },
+            "certificates": certificates(&applied.config.routing.tls.certificates),
             "tenants": tenant_counts(&table),
             "hosts": table.hosts().iter().map(|h| json!({
                 "host": h.host,
@@ -429,4 +432,19 @@ impl ServeHttp for AdminApi {
             _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }
+}
+
+/// The certificates in use, with what an operator checks first: names, expiry, days left.
+fn certificates(certificates: &[CertificateConfig]) -> Vec<Value> {
+    let now = chrono::Utc::now().timestamp();
+    certificates
+        .iter()
+        .map(|c| {
+            let mut view = CertificateSummary::of(c).to_json();
+            view["cert"] = json!(c.cert_label);
+            view["not_before"] = json!(rfc3339(c.loaded.not_before));
+            view["days_left"] = json!((c.loaded.not_after - now).div_euclid(86_400));
+            view
+        })
+        .collect()
 }

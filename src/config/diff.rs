@@ -12,7 +12,9 @@ type Index<'a, T> = HashMap<&'a str, T, foldhash::fast::RandomState>;
 
 use serde_json::{json, Value};
 
-use super::model::{CanaryConfig, GatewayConfig, HostConfig, PoolConfig, TenantConfig};
+use super::model::{
+    CanaryConfig, CertificateConfig, GatewayConfig, HostConfig, PoolConfig, TenantConfig,
+};
 use crate::tenant::TenantStatus;
 
 /// One change, as one line of a plan and one audit entry.
@@ -77,6 +79,61 @@ pub enum Change {
         to: String,
         needs_restart: bool,
     },
+    /// A `[[certificates]]` entry, by its `cert` file as written.
+    CertificateAdded {
+        file: String,
+        to: CertificateSummary,
+    },
+    CertificateRemoved {
+        file: String,
+        from: CertificateSummary,
+    },
+    /// The files now hold another certificate, or the entry's `key`, `default` or `tenant` changed.
+    CertificateReplaced {
+        file: String,
+        from: CertificateSummary,
+        to: CertificateSummary,
+    },
+}
+
+/// What operators recognise a certificate by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSummary {
+    pub names: Vec<String>,
+    pub fingerprint: String,
+    pub not_after: String,
+    pub default: bool,
+    pub tenant: Option<String>,
+}
+
+impl CertificateSummary {
+    pub fn of(c: &CertificateConfig) -> Self {
+        CertificateSummary {
+            names: c.loaded.names.clone(),
+            fingerprint: c.loaded.fingerprint.clone(),
+            not_after: rfc3339(c.loaded.not_after),
+            default: c.default,
+            tenant: c.tenant.as_ref().map(|t| t.to_string()),
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({
+            "names": self.names,
+            "sha256": self.fingerprint,
+            "not_after": self.not_after,
+            "default": self.default,
+            "tenant": self.tenant,
+        })
+    }
+}
+
+/// Unix seconds as an RFC 3339 date, for people.
+pub fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0).map_or_else(
+        || unix.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 impl Change {
@@ -97,6 +154,9 @@ impl Change {
             Change::HostRemoved { .. } => "host.removed",
             Change::HostMoved { .. } => "host.moved",
             Change::Setting { .. } => "setting.changed",
+            Change::CertificateAdded { .. } => "certificate.added",
+            Change::CertificateRemoved { .. } => "certificate.removed",
+            Change::CertificateReplaced { .. } => "certificate.replaced",
         }
     }
 
@@ -142,6 +202,18 @@ impl Change {
                 json!({ "host": host, "pool": to }),
             ),
             Change::Setting { key, from, to, .. } => (json!({ *key: from }), json!({ *key: to })),
+            Change::CertificateAdded { file, to } => (
+                Value::Null,
+                json!({ "cert": file, "certificate": to.to_json() }),
+            ),
+            Change::CertificateRemoved { file, from } => (
+                json!({ "cert": file, "certificate": from.to_json() }),
+                Value::Null,
+            ),
+            Change::CertificateReplaced { file, from, to } => (
+                json!({ "cert": file, "certificate": from.to_json() }),
+                json!({ "cert": file, "certificate": to.to_json() }),
+            ),
         }
     }
 
@@ -213,6 +285,23 @@ impl fmt::Display for Change {
                 }
                 Ok(())
             }
+            Change::CertificateAdded { file, to } => write!(
+                f,
+                "+ certificate {file} ({}; until {})",
+                to.names.join(", "),
+                to.not_after
+            ),
+            Change::CertificateRemoved { file, from } => {
+                write!(f, "- certificate {file} (was {})", from.names.join(", "))
+            }
+            Change::CertificateReplaced { file, from, to } => write!(
+                f,
+                "~ certificate {file}: sha256 {}… until {} -> sha256 {}… until {}",
+                from.fingerprint.get(..16).unwrap_or(&from.fingerprint),
+                from.not_after,
+                to.fingerprint.get(..16).unwrap_or(&to.fingerprint),
+                to.not_after
+            ),
         }
     }
 }
@@ -221,6 +310,11 @@ impl fmt::Display for Change {
 pub fn diff(old: &GatewayConfig, new: &GatewayConfig) -> Vec<Change> {
     let mut changes = Vec::new();
     settings(old, new, &mut changes);
+    certificates(
+        &old.routing.tls.certificates,
+        &new.routing.tls.certificates,
+        &mut changes,
+    );
     pools(&old.routing.pools, &new.routing.pools, &mut changes);
     hosts(&old.routing.hosts, &new.routing.hosts, &mut changes);
     tenants(&old.routing.tenants, &new.routing.tenants, &mut changes);
@@ -258,6 +352,14 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         true,
     );
     setting("gateway.h2c", o.h2c.to_string(), n.h2c.to_string(), true);
+    let listen =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    setting(
+        "gateway.https_listen",
+        listen(o.https_listen),
+        listen(n.https_listen),
+        true,
+    );
     setting(
         "gateway.log_format",
         format!("{:?}", o.log_format),
@@ -301,6 +403,53 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         n.tenant_header_spelling.to_owned(),
         false,
     );
+    setting(
+        "gateway.https_redirect",
+        o.tls.https_redirect.to_string(),
+        n.tls.https_redirect.to_string(),
+        false,
+    );
+    let port = |p: Option<u16>| p.map_or_else(|| "none".to_owned(), |p| p.to_string());
+    setting(
+        "gateway.https_redirect_port",
+        port(o.tls.redirect_port),
+        port(n.tls.redirect_port),
+        false,
+    );
+    let hsts = |h: &Option<super::model::HstsConfig>| {
+        h.as_ref()
+            .map_or_else(|| "off".to_owned(), |h| h.header_value())
+    };
+    setting("gateway.hsts", hsts(&o.tls.hsts), hsts(&n.tls.hsts), false);
+}
+
+fn certificates(old: &[CertificateConfig], new: &[CertificateConfig], out: &mut Vec<Change>) {
+    let before: Index<&CertificateConfig> =
+        old.iter().map(|c| (c.cert_label.as_str(), c)).collect();
+    for c in new {
+        match before.get(c.cert_label.as_str()) {
+            None => out.push(Change::CertificateAdded {
+                file: c.cert_label.clone(),
+                to: CertificateSummary::of(c),
+            }),
+            Some(o) if *o != c => out.push(Change::CertificateReplaced {
+                file: c.cert_label.clone(),
+                from: CertificateSummary::of(o),
+                to: CertificateSummary::of(c),
+            }),
+            Some(_) => {}
+        }
+    }
+    let after: Index<()> = new.iter().map(|c| (c.cert_label.as_str(), ())).collect();
+    for c in old
+        .iter()
+        .filter(|c| !after.contains_key(c.cert_label.as_str()))
+    {
+        out.push(Change::CertificateRemoved {
+            file: c.cert_label.clone(),
+            from: CertificateSummary::of(c),
+        });
+    }
 }
 
 fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
@@ -323,6 +472,9 @@ fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
                 }
                 if o.timeouts != p.timeouts {
                     fields.push("timeouts");
+                }
+                if o.tls != p.tls {
+                    fields.push("tls");
                 }
                 if !fields.is_empty() {
                     out.push(Change::PoolEdited {
@@ -409,6 +561,12 @@ fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
         }
         if o.previous_pool != t.previous_pool {
             fields.push("previous_pool");
+        }
+        if o.https_redirect != t.https_redirect {
+            fields.push("https_redirect");
+        }
+        if o.hsts != t.hsts {
+            fields.push("hsts");
         }
         if !fields.is_empty() {
             out.push(Change::TenantEdited { id: id(), fields });

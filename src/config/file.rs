@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub pools: Vec<Entry<PoolFile>>,
     pub tenants: Vec<Entry<TenantFile>>,
     pub hosts: Vec<Entry<HostFile>>,
+    /// `[[certificates]]`, in file order; `None` where an entry did not decode.
+    pub certificates: Vec<Option<CertificateFile>>,
 }
 
 /// One `[section.<name>]` table.
@@ -45,6 +47,37 @@ pub struct GatewayFile {
     /// Let idle worker threads take tasks from busy ones. Off by default: each thread then runs its
     /// own connections start to finish, like nginx workers, which is faster for short requests.
     pub work_stealing: Option<bool>,
+    /// The HTTPS listener; without it the gateway serves plain HTTP only.
+    pub https_listen: Option<String>,
+    /// Answer plain-HTTP requests with a redirect to HTTPS (every tenant; a tenant's own
+    /// `https_redirect` wins).
+    pub https_redirect: Option<bool>,
+    /// The port redirects name, when clients reach HTTPS on another port than `https_listen`'s
+    /// (behind NAT or a load balancer).
+    pub https_redirect_port: Option<u16>,
+    /// `Strict-Transport-Security` on every HTTPS response (a tenant's own `hsts` wins).
+    pub hsts: Option<HstsFile>,
+}
+
+/// `hsts = { ... }` in `[gateway]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct HstsFile {
+    pub max_age_seconds: Option<u64>,
+    pub include_subdomains: Option<bool>,
+    pub preload: Option<bool>,
+}
+
+/// `[[certificates]]`: a certificate chain and its key. The names it serves come from its
+/// subjectAltName entries.
+#[derive(Debug, Default, Deserialize)]
+pub struct CertificateFile {
+    /// Chain, PEM, leaf first; relative to the config file's folder.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// Served when the client's SNI matches no certificate, or it sends none.
+    pub default: Option<bool>,
+    /// The tenant this certificate belongs to: every name it serves must then be that tenant's.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -81,6 +114,20 @@ pub struct PoolFile {
     /// How long an upstream that refused a connection is skipped (passive health, like nginx's
     /// `fail_timeout`).
     pub fail_timeout_ms: Option<u64>,
+    /// Reach the upstreams over TLS.
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+/// `tls = { ... }` inside a pool.
+#[derive(Debug, Default, Deserialize)]
+pub struct UpstreamTlsFile {
+    /// The name sent as SNI and verified in the upstream's certificate. Default: the host of an
+    /// upstream written as `HOST:PORT`.
+    pub sni: Option<String>,
+    /// CA certificates (PEM) that the upstream's certificate must chain to. Default: the system's.
+    pub ca: Option<String>,
+    /// `false` accepts any certificate (testing only). Default `true`.
+    pub verify: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -115,6 +162,10 @@ pub struct TenantFile {
     /// A stepped promotion in progress: `percent` of the tenant's requests go to `pool` instead of
     /// the tenant's own `pool`. Set and cleared by `promote` and `rollback`.
     pub canary: Option<CanaryFile>,
+    /// Overrides `[gateway] https_redirect` for this tenant.
+    pub https_redirect: Option<bool>,
+    /// Overrides whether this tenant's HTTPS responses carry `[gateway] hsts`.
+    pub hsts: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

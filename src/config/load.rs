@@ -18,7 +18,14 @@ use super::model::GatewayConfig;
 use super::validate::validate;
 
 /// The top-level sections, in the order the README documents them.
-pub const SECTIONS: &[&str] = &["gateway", "admin", "pools", "tenants", "hosts"];
+pub const SECTIONS: &[&str] = &[
+    "gateway",
+    "admin",
+    "certificates",
+    "pools",
+    "tenants",
+    "hosts",
+];
 
 /// Reads, decodes and validates the file at `path`.
 pub fn load(path: &Path) -> Result<GatewayConfig, LoadError> {
@@ -81,6 +88,7 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
             "pools" => file.pools = decode_entries(value, &at, &mut errors),
             "tenants" => file.tenants = decode_entries(value, &at, &mut errors),
             "hosts" => file.hosts = decode_entries(value, &at, &mut errors),
+            "certificates" => file.certificates = decode_list(value, &at, &mut errors),
             other => errors.push(ConfigError {
                 span: Some(key.span()),
                 ..ConfigError::at_key(
@@ -188,6 +196,27 @@ fn decode_entries<T: DeserializeOwned>(
             let value = decode(value, &at.key(&name), errors);
             Entry { name, value }
         })
+        .collect()
+}
+
+/// Decodes every `[[section]]` entry on its own.
+fn decode_list<T: DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    at: &KeyPath,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Option<T>> {
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        errors.push(ConfigError {
+            span: Some(span),
+            ..ConfigError::at_value(at.clone(), "must be a list of tables, written [[section]]")
+        });
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, value)| decode(value, &at.index(i), errors))
         .collect()
 }
 

@@ -5,11 +5,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
 use crate::tenant::{TenantId, TenantStatus};
+use crate::tls::certificate::ServingCertificate;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -24,6 +26,7 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewaySettings {
     pub http_listen: SocketAddr,
+    pub https_listen: Option<SocketAddr>,
     pub threads: usize,
     pub log_format: LogFormat,
     pub h2c: bool,
@@ -57,7 +60,69 @@ pub struct RoutingConfig {
     pub pools: Vec<PoolConfig>,
     pub tenants: Vec<TenantConfig>,
     pub hosts: Vec<HostConfig>,
+    pub tls: TlsConfig,
 }
+
+/// What the HTTPS side serves: certificates, and how plain HTTP is pointed at it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub certificates: Vec<CertificateConfig>,
+    /// Plain-HTTP requests are redirected to HTTPS unless their tenant says otherwise.
+    pub https_redirect: bool,
+    /// The port redirects name: `https_redirect_port`, else `https_listen`'s. `None` without an
+    /// HTTPS listener (nothing to redirect to).
+    pub redirect_port: Option<u16>,
+    /// Sent on HTTPS responses unless the tenant says otherwise.
+    pub hsts: Option<HstsConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HstsConfig {
+    pub max_age_seconds: u64,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl HstsConfig {
+    /// The `Strict-Transport-Security` header's value.
+    pub fn header_value(&self) -> String {
+        let mut value = format!("max-age={}", self.max_age_seconds);
+        if self.include_subdomains {
+            value.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            value.push_str("; preload");
+        }
+        value
+    }
+}
+
+/// One `[[certificates]]` entry, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct CertificateConfig {
+    /// As written in the file, for operators (status, logs, plans).
+    pub cert_label: String,
+    /// Resolved against the config file's folder.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub default: bool,
+    pub tenant: Option<TenantId>,
+    pub loaded: Arc<ServingCertificate>,
+}
+
+/// Two entries are the same when they name the same files holding the same certificate.
+impl PartialEq for CertificateConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.cert == other.cert
+            && self.key == other.key
+            && self.default == other.default
+            && self.tenant == other.tenant
+            && self.loaded.fingerprint == other.loaded.fingerprint
+            && self.loaded.files_digest == other.loaded.files_digest
+    }
+}
+
+impl Eq for CertificateConfig {}
 
 impl RoutingConfig {
     /// A scan, not an index: only the admin API and control changes ask; requests use the
@@ -74,6 +139,28 @@ pub struct PoolConfig {
     pub balancing: Balancing,
     pub health_check: Option<HealthCheckConfig>,
     pub timeouts: PoolTimeouts,
+    /// The upstreams are reached over TLS.
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Sent as SNI and verified against the upstream's certificate.
+    pub sni: String,
+    pub verify: bool,
+    /// Trust these instead of the system's roots.
+    pub ca: Option<CaBundle>,
+}
+
+/// CA certificates read from a PEM file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaBundle {
+    pub label: String,
+    pub path: PathBuf,
+    /// DER, one per certificate.
+    pub certificates: Vec<Vec<u8>>,
+    /// Of the file's bytes, to see that it changed on disk.
+    pub file_digest: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +247,9 @@ pub struct TenantConfig {
     pub previous_pool: Option<String>,
     /// A promotion in progress: part of the traffic goes to another pool.
     pub canary: Option<CanaryConfig>,
+    /// `None`: as `[gateway]` says.
+    pub https_redirect: Option<bool>,
+    pub hsts: Option<bool>,
 }
 
 /// `percent` (1 to 99) of a tenant's requests go to `pool`, the rest to the tenant's own pool.

@@ -193,7 +193,7 @@ fn unknown_sections_and_tenants_without_pools_are_refused() {
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, pools, tenants, hosts"#,
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts"#,
             r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
         ]
     );
@@ -374,5 +374,148 @@ health_check = { path = "healthz", interval_ms = 10, unhealthy_threshold = 0 }
             e.contains(want),
             "{e}\n  should contain {want}\n  keys: {keys:?}"
         );
+    }
+}
+
+mod tls {
+    use super::*;
+    use crate::tls::dev::{issue_leaf, write_pair, DevCa};
+
+    /// Writes certificates for `names` into `dir` as `<stem>.pem` / `<stem>.key`.
+    fn issue(ca: &DevCa, dir: &Path, stem: &str, names: &[&str]) {
+        let pair = issue_leaf(ca, names).unwrap();
+        write_pair(
+            &pair,
+            &dir.join(format!("{stem}.pem")),
+            &dir.join(format!("{stem}.key")),
+        )
+        .unwrap();
+    }
+
+    fn load_in(dir: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> {
+        load_str(&dir.join("gateway.toml"), text)
+    }
+
+    const BASE: &str = r#"
+[gateway]
+http_listen = "127.0.0.1:8080"
+https_listen = "127.0.0.1:8443"
+base_domains = ["yourapp.test"]
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+domains = ["shop.acme.test"]
+"#;
+
+    #[test]
+    fn certificates_load_relative_to_the_config_with_their_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("test").unwrap();
+        issue(&ca, dir.path(), "wild", &["*.yourapp.test"]);
+        issue(
+            &ca,
+            dir.path(),
+            "acme",
+            &["shop.acme.test", "acme.yourapp.test"],
+        );
+        let text = format!(
+            "{BASE}\n[[certificates]]\ncert = \"wild.pem\"\nkey = \"wild.key\"\ndefault = true\n\n\
+             [[certificates]]\ncert = \"acme.pem\"\nkey = \"acme.key\"\ntenant = \"acme\"\n"
+        );
+        let config = load_in(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
+        let certs = &config.routing.tls.certificates;
+        assert_eq!(certs.len(), 2);
+        assert!(certs[0].default);
+        assert_eq!(certs[0].cert, dir.path().join("wild.pem"));
+        assert_eq!(certs[1].tenant.as_ref().map(|t| t.as_str()), Some("acme"));
+        assert_eq!(
+            certs[1].loaded.names,
+            ["shop.acme.test", "acme.yourapp.test"]
+        );
+        assert_eq!(config.routing.tls.redirect_port, Some(8443));
+    }
+
+    #[test]
+    fn every_tls_mistake_is_reported_at_once_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("test").unwrap();
+        issue(&ca, dir.path(), "wild", &["*.yourapp.test"]);
+        issue(&ca, dir.path(), "wild2", &["*.yourapp.test"]);
+        issue(
+            &ca,
+            dir.path(),
+            "other",
+            &["shop.acme.test", "www.globex.test"],
+        );
+        let text = format!(
+            r#"{BASE}
+[pools.secure]
+upstreams = ["127.0.0.1:9443"]
+tls = {{ ca = "missing-ca.pem" }}
+
+[[certificates]]
+cert = "wild.pem"
+key = "wild.key"
+default = true
+
+[[certificates]]
+cert = "wild2.pem"
+key = "wild2.key"
+default = true
+
+[[certificates]]
+cert = "other.pem"
+key = "other.key"
+tenant = "acme"
+
+[[certificates]]
+cert = "wild.pem"
+key = "other.key"
+"#
+        )
+        .replace(
+            "https_listen = \"127.0.0.1:8443\"",
+            "https_listen = \"127.0.0.1:8443\"\nhttps_redirect_port = 0\nhsts = { preload = true }",
+        );
+        let all = lines(&load_in(dir.path(), &text).unwrap_err()).join("\n");
+        for expected in [
+            "gateway.https_redirect_port: port 0",
+            "gateway.hsts.preload: the preload list requires",
+            "pools.secure.tls: missing `sni`",
+            "pools.secure.tls.ca: cannot read",
+            "certificates[1].cert: \"*.yourapp.test\" is already served by certificates[0]",
+            "certificates[1].default: certificates[0] is the default already",
+            "certificates[2].cert: the certificate of tenant \"acme\" also serves www.globex.test",
+            "certificates[3].key:",
+            "is not the private key of",
+        ] {
+            assert!(all.contains(expected), "missing {expected:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn an_https_listener_needs_certificates_and_certificates_need_a_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = lines(&load_in(dir.path(), BASE).unwrap_err()).join("\n");
+        assert!(
+            all.contains("gateway.https_listen: an HTTPS listener needs certificates"),
+            "{all}"
+        );
+
+        let ca = DevCa::new("test").unwrap();
+        issue(&ca, dir.path(), "wild", &["*.yourapp.test"]);
+        let text = BASE.replace(
+            "https_listen = \"127.0.0.1:8443\"\n",
+            "https_redirect = true\n",
+        ) + "\n[[certificates]]\ncert = \"wild.pem\"\nkey = \"wild.key\"\n";
+        let all = lines(&load_in(dir.path(), &text).unwrap_err()).join("\n");
+        assert!(
+            all.contains("certificates: certificates are configured but nothing serves them"),
+            "{all}"
+        );
+        assert!(all.contains("there is no https_listen"), "{all}");
     }
 }

@@ -12,17 +12,19 @@ use http::{HeaderName, HeaderValue};
 
 use super::error::{ConfigError, KeyPath};
 use super::file::{
-    AdminFile, FileConfig, GatewayFile, HealthCheckFile, HostFile, LoadBalancingFile,
-    LogFormatFile, PoolFile, TenantFile, TenantStatusFile,
+    AdminFile, CertificateFile, FileConfig, GatewayFile, HealthCheckFile, HostFile,
+    LoadBalancingFile, LogFormatFile, PoolFile, TenantFile, TenantStatusFile, UpstreamTlsFile,
 };
 use super::model::{
-    AdminSettings, Balancing, CanaryConfig, GatewayConfig, GatewaySettings, HealthCheckConfig,
-    HostConfig, LogFormat, PoolConfig, PoolTimeouts, Probe, RoutingConfig, TenantConfig,
-    UpstreamConfig, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
+    AdminSettings, Balancing, CaBundle, CanaryConfig, CertificateConfig, GatewayConfig,
+    GatewaySettings, HealthCheckConfig, HostConfig, HstsConfig, LogFormat, PoolConfig,
+    PoolTimeouts, Probe, RoutingConfig, TenantConfig, TlsConfig, UpstreamConfig, UpstreamTls,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
     DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::routing::host::canonical_domain;
 use crate::tenant::{check_slug, TenantId, TenantStatus};
+use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
 
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
@@ -34,6 +36,8 @@ const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
 const MIN_CHECK_INTERVAL_MS: u64 = 100;
 const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
+/// One year, what the HSTS preload list asks for.
+const DEFAULT_HSTS_MAX_AGE_SECONDS: u64 = 31_536_000;
 
 /// Headers the gateway itself sets or that carry the framing of a request: the tenant header may be
 /// none of them, or the gateway would corrupt requests or let a client's copy through.
@@ -58,7 +62,8 @@ const RESERVED_HEADERS: &[&str] = &[
 pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
     let mut v = Validator::default();
     let gateway = v.gateway(&file.gateway);
-    let admin = v.admin(&file.admin, gateway.http_listen, path);
+    let admin = v.admin(&file.admin, &gateway, path);
+    let folder = path.parent().unwrap_or_else(|| Path::new(""));
     let base_domains = v.base_domains(&file.gateway.base_domains);
     let tenant_header_spelling = file
         .gateway
@@ -72,7 +77,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .pools
         .iter()
         .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
-        .filter_map(|(name, pool)| v.pool(name, pool))
+        .filter_map(|(name, pool)| v.pool(name, pool, folder))
         .collect();
 
     let mut claims = Claims {
@@ -92,6 +97,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
         .filter_map(|(name, host)| v.host(name, host, &pool_names, &mut claims))
         .collect();
+    let tls = v.tls(file, &gateway, folder, &tenants, &base_domains);
 
     if !v.errors.is_empty() {
         return Err(v.errors);
@@ -108,6 +114,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
             pools,
             tenants,
             hosts,
+            tls,
         },
     })
 }
@@ -187,8 +194,19 @@ impl Validator {
             }
             None => std::thread::available_parallelism().map_or(1, usize::from),
         };
+        let https_listen = g.https_listen.as_deref().map(|text| {
+            let addr = self.listen_address(at.key("https_listen"), text);
+            if addr.port() != 0 && overlaps(addr, http_listen) {
+                self.errors.push(ConfigError::at_value(
+                    at.key("https_listen"),
+                    format!("{addr} overlaps gateway.http_listen ({http_listen}); HTTPS needs its own port"),
+                ));
+            }
+            addr
+        });
         GatewaySettings {
             http_listen,
+            https_listen,
             threads,
             log_format: match g.log_format {
                 None | Some(LogFormatFile::Text) => LogFormat::Text,
@@ -199,17 +217,22 @@ impl Validator {
         }
     }
 
-    fn admin(&mut self, a: &AdminFile, http_listen: SocketAddr, config: &Path) -> AdminSettings {
+    fn admin(&mut self, a: &AdminFile, gateway: &GatewaySettings, config: &Path) -> AdminSettings {
         let admin_key = KeyPath::root().key("admin").key("listen");
         let listen = self.listen_address(
             admin_key.clone(),
             a.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
         );
-        let overlaps = listen.port() == http_listen.port()
-            && (listen.ip() == http_listen.ip()
-                || listen.ip().is_unspecified()
-                || http_listen.ip().is_unspecified());
-        if overlaps && listen.port() != 0 {
+        let http_listen = gateway.http_listen;
+        if let Some(https) = gateway.https_listen {
+            if listen.port() != 0 && overlaps(listen, https) {
+                self.errors.push(ConfigError::at_value(
+                    KeyPath::root().key("gateway").key("https_listen"),
+                    format!("{https} overlaps the admin API's address {listen}; the admin API needs its own port"),
+                ));
+            }
+        }
+        if overlaps(listen, http_listen) && listen.port() != 0 {
             // Point at the line the operator wrote: the admin address may be the default.
             let error = match a.listen {
                 Some(_) => ConfigError::at_value(
@@ -314,7 +337,7 @@ impl Validator {
         }
     }
 
-    fn pool(&mut self, name: &str, p: &PoolFile) -> Option<PoolConfig> {
+    fn pool(&mut self, name: &str, p: &PoolFile, folder: &Path) -> Option<PoolConfig> {
         let at = KeyPath::root().key("pools").key(name);
         let before = self.errors.len();
         if let Err(e) = check_slug(name) {
@@ -395,8 +418,13 @@ impl Validator {
                 0,
             ),
         };
+        let tls = p
+            .tls
+            .as_ref()
+            .and_then(|t| self.upstream_tls(&at.key("tls"), t, &upstreams, folder));
         (self.errors.len() == before).then(|| PoolConfig {
             name: name.to_owned(),
+            tls,
             upstreams,
             balancing: match p.load_balancing {
                 None | Some(LoadBalancingFile::RoundRobin) => Balancing::RoundRobin,
@@ -548,6 +576,8 @@ impl Validator {
             domains,
             previous_pool,
             canary,
+            https_redirect: t.https_redirect,
+            hsts: t.hsts,
         })
     }
 
@@ -573,6 +603,245 @@ impl Validator {
         Some(HostConfig {
             host: host?,
             pool: pool?,
+        })
+    }
+
+    /// A pool's `tls`: the name to verify, and the CA to verify it with.
+    fn upstream_tls(
+        &mut self,
+        at: &KeyPath,
+        t: &UpstreamTlsFile,
+        upstreams: &[UpstreamConfig],
+        folder: &Path,
+    ) -> Option<UpstreamTls> {
+        let verify = t.verify.unwrap_or(true);
+        let sni = match &t.sni {
+            Some(sni) => match canonical_domain(sni) {
+                Ok(sni) => Some(sni),
+                Err(e) => {
+                    self.errors
+                        .push(ConfigError::at_value(at.key("sni"), format!("{sni:?} {e}")));
+                    None
+                }
+            },
+            // The name the operator wrote the upstreams with, when they all agree on one.
+            None => {
+                let host_of = |u: &UpstreamConfig| {
+                    let (host, _) = u.label.rsplit_once(':')?;
+                    host.parse::<std::net::IpAddr>()
+                        .is_err()
+                        .then(|| host.to_ascii_lowercase())
+                };
+                let first = upstreams.first().and_then(host_of);
+                match first {
+                    Some(host) if upstreams.iter().all(|u| host_of(u).as_ref() == Some(&host)) => {
+                        Some(host)
+                    }
+                    _ if !verify => Some(String::new()),
+                    _ => {
+                        self.errors.push(ConfigError::at_key(
+                            at.clone(),
+                            "missing `sni`: the upstreams are not all named by one host name; give the name their certificate is for",
+                        ));
+                        None
+                    }
+                }
+            }
+        };
+        let ca = t.ca.as_deref().and_then(|label| {
+            let path = folder.join(label);
+            match load_ca_bundle(&path) {
+                Ok((certificates, file_digest)) => Some(CaBundle {
+                    label: label.to_owned(),
+                    path,
+                    certificates,
+                    file_digest,
+                }),
+                Err(e) => {
+                    self.errors
+                        .push(ConfigError::at_value(at.key("ca"), e.to_string()));
+                    None
+                }
+            }
+        });
+        if t.ca.is_some() && ca.is_none() {
+            return None;
+        }
+        Some(UpstreamTls {
+            sni: sni?,
+            verify,
+            ca,
+        })
+    }
+
+    /// The HTTPS side: certificates (read and checked here), redirects and HSTS.
+    fn tls(
+        &mut self,
+        file: &FileConfig,
+        gateway: &GatewaySettings,
+        folder: &Path,
+        tenants: &[TenantConfig],
+        base_domains: &[String],
+    ) -> TlsConfig {
+        let g = &file.gateway;
+        let at = KeyPath::root().key("gateway");
+        let mut certificates = Vec::with_capacity(file.certificates.len());
+        let mut served: HashMap<String, usize, FastHash> = HashMap::default();
+        let mut default: Option<usize> = None;
+        for (i, entry) in file.certificates.iter().enumerate() {
+            let Some(entry) = entry else { continue };
+            if let Some(c) = self.certificate(i, entry, folder, tenants, base_domains) {
+                let key = KeyPath::root().key("certificates").index(i);
+                for name in &c.loaded.names {
+                    if let Some(first) = served.insert(name.clone(), i) {
+                        self.errors.push(ConfigError::at_key(
+                            key.key("cert"),
+                            format!("{name:?} is already served by certificates[{first}]; each name has one certificate"),
+                        ));
+                    }
+                }
+                if c.default {
+                    match default {
+                        Some(first) => self.errors.push(ConfigError::at_value(
+                            key.key("default"),
+                            format!(
+                                "certificates[{first}] is the default already; only one can be"
+                            ),
+                        )),
+                        None => default = Some(i),
+                    }
+                }
+                certificates.push(c);
+            }
+        }
+        if gateway.https_listen.is_none() && !file.certificates.is_empty() {
+            self.errors.push(ConfigError::at_key(
+                KeyPath::root().key("certificates"),
+                "certificates are configured but nothing serves them: set [gateway] https_listen",
+            ));
+        }
+        if gateway.https_listen.is_some() && file.certificates.is_empty() {
+            self.errors.push(ConfigError::at_value(
+                at.key("https_listen"),
+                "an HTTPS listener needs certificates: add a [[certificates]] entry",
+            ));
+        }
+        let wants_redirect = g.https_redirect == Some(true)
+            || file.tenants.iter().any(|e| {
+                e.value
+                    .as_ref()
+                    .is_some_and(|t| t.https_redirect == Some(true))
+            });
+        if wants_redirect && gateway.https_listen.is_none() && g.https_redirect_port.is_none() {
+            self.errors.push(ConfigError::at_key(
+                at.clone(),
+                "`https_redirect` sends clients to HTTPS, but there is no https_listen (or https_redirect_port) to send them to",
+            ));
+        }
+        if g.https_redirect_port == Some(0) {
+            self.errors.push(ConfigError::at_value(
+                at.key("https_redirect_port"),
+                "port 0 cannot be connected to",
+            ));
+        }
+        let hsts = g.hsts.as_ref().map(|h| {
+            let hsts = HstsConfig {
+                max_age_seconds: h.max_age_seconds.unwrap_or(DEFAULT_HSTS_MAX_AGE_SECONDS),
+                include_subdomains: h.include_subdomains.unwrap_or(false),
+                preload: h.preload.unwrap_or(false),
+            };
+            if hsts.preload && (!hsts.include_subdomains || hsts.max_age_seconds < DEFAULT_HSTS_MAX_AGE_SECONDS) {
+                self.errors.push(ConfigError::at_value(
+                    at.key("hsts").key("preload"),
+                    "the preload list requires include_subdomains = true and max_age_seconds of at least 31536000",
+                ));
+            }
+            hsts
+        });
+        TlsConfig {
+            certificates,
+            https_redirect: g.https_redirect.unwrap_or(false),
+            redirect_port: g
+                .https_redirect_port
+                .or(gateway.https_listen.map(|a| a.port())),
+            hsts,
+        }
+    }
+
+    fn certificate(
+        &mut self,
+        index: usize,
+        c: &CertificateFile,
+        folder: &Path,
+        tenants: &[TenantConfig],
+        base_domains: &[String],
+    ) -> Option<CertificateConfig> {
+        let at = KeyPath::root().key("certificates").index(index);
+        let (Some(cert_label), Some(key_label)) = (&c.cert, &c.key) else {
+            let missing = match (&c.cert, &c.key) {
+                (None, None) => "missing `cert` and `key` (PEM files)",
+                (None, _) => "missing `cert` (the PEM certificate chain)",
+                _ => "missing `key` (the PEM private key)",
+            };
+            self.errors.push(ConfigError::at_key(at, missing));
+            return None;
+        };
+        let (cert, key) = (folder.join(cert_label), folder.join(key_label));
+        let loaded = match load_pair(&cert, &key) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                let field = match e.file() {
+                    PemFile::Cert => "cert",
+                    PemFile::Key => "key",
+                };
+                self.errors
+                    .push(ConfigError::at_value(at.key(field), e.to_string()));
+                return None;
+            }
+        };
+        let tenant = match c.tenant.as_deref() {
+            None => None,
+            Some(id) => {
+                let Some(owner) = tenants.iter().find(|t| t.id.as_str() == id) else {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("tenant"),
+                        format!("no tenant {id:?} is defined"),
+                    ));
+                    return None;
+                };
+                let foreign: Vec<&str> = loaded
+                    .names
+                    .iter()
+                    .filter(|name| {
+                        !owner.domains.contains(name)
+                            && !base_domains.iter().any(|base| {
+                                name.strip_suffix(base.as_str())
+                                    .and_then(|rest| rest.strip_suffix('.'))
+                                    == Some(id)
+                            })
+                    })
+                    .map(String::as_str)
+                    .collect();
+                if !foreign.is_empty() {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("cert"),
+                        format!(
+                            "the certificate of tenant {id:?} also serves {}, which {id:?} does not own (a tenant's certificate serves only its subdomain and its `domains`)",
+                            foreign.join(", ")
+                        ),
+                    ));
+                    return None;
+                }
+                Some(owner.id.clone())
+            }
+        };
+        Some(CertificateConfig {
+            cert_label: cert_label.clone(),
+            cert,
+            key,
+            default: c.default.unwrap_or(false),
+            tenant,
+            loaded: std::sync::Arc::new(loaded),
         })
     }
 
@@ -712,6 +981,11 @@ impl<'a> Claims<'a> {
         self.by_host.insert(host.to_owned(), claim);
         true
     }
+}
+
+/// Whether two listeners would bind the same port on a shared address.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 /// A header name for the life of the process. Pingora copies a header name on every insert unless it is

@@ -29,6 +29,7 @@ use crate::config::model::TenantConfig;
 use crate::config::{load_str, ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, TableHandle};
+use crate::tls::certificate::{file_digest, pair_digest};
 use crate::upstream::health::probe_now;
 use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
 use edit::{edit_tenant, write_atomically, EditError, PersistError, TenantEdit};
@@ -40,11 +41,72 @@ pub struct Applied {
     pub config: Arc<GatewayConfig>,
     pub text: Arc<str>,
     digest: u64,
+    /// Of the certificate, key and CA files as they were read for this config.
+    files: u64,
 }
 
 fn digest(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
+    h.finish()
+}
+
+/// Every file a config reads besides itself (certificates, keys, upstream CAs): a change to one of
+/// them is a change to the config, even when its text stays the same.
+pub fn referenced_files(config: &GatewayConfig) -> Vec<&Path> {
+    let tls = &config.routing.tls;
+    let certificates = tls
+        .certificates
+        .iter()
+        .flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
+    let cas = config
+        .routing
+        .pools
+        .iter()
+        .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
+        .map(|ca| ca.path.as_path());
+    certificates.chain(cas).collect()
+}
+
+/// The digest of the referenced files as `config` read them.
+fn loaded_files_digest(config: &GatewayConfig) -> u64 {
+    let mut h = DefaultHasher::new();
+    for c in &config.routing.tls.certificates {
+        c.loaded.files_digest.hash(&mut h);
+    }
+    for ca in config
+        .routing
+        .pools
+        .iter()
+        .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
+    {
+        ca.file_digest.hash(&mut h);
+    }
+    h.finish()
+}
+
+/// The same digest for the files on disk now. A file that cannot be read gives a digest no
+/// loaded config has, so the reload that follows reports it.
+fn disk_files_digest(config: &GatewayConfig) -> u64 {
+    let read = |path: &Path| std::fs::read(path).ok();
+    let mut h = DefaultHasher::new();
+    for c in &config.routing.tls.certificates {
+        match (read(&c.cert), read(&c.key)) {
+            (Some(cert), Some(key)) => pair_digest(&cert, &key).hash(&mut h),
+            _ => return u64::MAX,
+        }
+    }
+    for ca in config
+        .routing
+        .pools
+        .iter()
+        .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
+    {
+        match read(&ca.path) {
+            Some(bytes) => file_digest(&bytes).hash(&mut h),
+            None => return u64::MAX,
+        }
+    }
     h.finish()
 }
 
@@ -231,6 +293,7 @@ impl ControlPlane {
             table,
             writer: tokio::sync::Mutex::new(()),
             applied: ArcSwap::from_pointee(Applied {
+                files: loaded_files_digest(&config),
                 config: Arc::new(config),
                 digest: digest(&text),
                 text: text.into(),
@@ -263,7 +326,8 @@ impl ControlPlane {
         self.audit.path()
     }
 
-    /// Loads the config file again and applies what changed. Unchanged text is not even parsed.
+    /// Loads the config file again and applies what changed. Unchanged text, with its certificate
+    /// and CA files unchanged, is not even parsed.
     pub async fn reload(&self, actor: Actor) -> Result<Outcome, Refusal> {
         let _writer = self.writer.lock().await;
         let started = Instant::now();
@@ -279,20 +343,33 @@ impl ControlPlane {
             }
         };
         let current = self.applied();
-        let read = digest(&text);
+        let files = {
+            let config = Arc::clone(&current.config);
+            tokio::task::spawn_blocking(move || disk_files_digest(&config))
+                .await
+                .unwrap_or(u64::MAX)
+        };
         let unchanged = Outcome::Unchanged {
             generation: self.table.load().generation(),
         };
-        if read == current.digest {
+        if digest(&text) == current.digest && files == current.files {
             return Ok(unchanged);
         }
+        // What was refused last is the text and the files together.
+        let read = {
+            let mut h = DefaultHasher::new();
+            text.hash(&mut h);
+            files.hash(&mut h);
+            h.finish()
+        };
         // Reloads nobody asked for (the watcher, a promotion's retries) do not refuse the same
         // broken file again and again; an operator's SIGHUP or API call always gets an answer.
         let unasked = matches!(actor, Actor::FileWatch | Actor::Promotion);
         if unasked && read == self.refused_digest.load(Ordering::Relaxed) {
             return Ok(unchanged);
         }
-        let result = self.prepare(text, read).await;
+        let text_digest = digest(&text);
+        let result = self.prepare(text, text_digest).await;
         match result {
             Ok(prepared) => Ok(self.commit(&actor, prepared, started).await),
             Err(refusal) => {
@@ -427,6 +504,7 @@ impl ControlPlane {
                 probe_new_upstreams(&table, &self.table.load()).await;
                 let generation = table.generation();
                 Metrics::get().observe_table(&table);
+                Metrics::get().observe_certificates(&config.routing.tls.certificates);
                 self.table.store(table);
                 Outcome::Applied {
                     generation,
@@ -438,6 +516,7 @@ impl ControlPlane {
             },
         };
         self.applied.store(Arc::new(Applied {
+            files: loaded_files_digest(&config),
             config: Arc::new(config),
             digest,
             text: text.into(),

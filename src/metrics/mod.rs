@@ -8,6 +8,7 @@ pub mod names;
 
 use std::sync::LazyLock;
 
+use crate::config::model::CertificateConfig;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -29,6 +30,7 @@ pub struct Metrics {
     upstream_healthy: IntGaugeVec,
     generation: IntGauge,
     tenants: IntGaugeVec,
+    certificate_expiry: IntGaugeVec,
     reloads: IntCounterVec,
     reload_duration: Histogram,
 }
@@ -120,6 +122,16 @@ impl Metrics {
         .expect("static metric definition");
         register(Box::new(tenants.clone()));
 
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+                "When each served certificate expires (notAfter, Unix seconds); alert on it minus time()",
+            ),
+            &[LABEL_CERT, LABEL_NAME],
+        )
+        .expect("static metric definition");
+        register(Box::new(certificate_expiry.clone()));
+
         let build = IntGaugeVec::new(
             Opts::new(BUILD_INFO, "Always 1; labelled with the version"),
             &[LABEL_VERSION],
@@ -162,6 +174,7 @@ impl Metrics {
             upstream_healthy,
             generation,
             tenants,
+            certificate_expiry,
         }
     }
 
@@ -210,6 +223,17 @@ impl Metrics {
                 self.upstream_healthy(pool.name(), &upstream.label)
                     .set(i64::from(upstream.state.is_healthy()));
             }
+        }
+    }
+
+    /// The expiry of every certificate in use; those no longer served disappear.
+    pub fn observe_certificates(&self, certificates: &[CertificateConfig]) {
+        self.certificate_expiry.reset();
+        for c in certificates {
+            let name = c.loaded.names.first().map_or("", String::as_str);
+            self.certificate_expiry
+                .with_label_values(&[c.cert_label.as_str(), name])
+                .set(c.loaded.not_after);
         }
     }
 

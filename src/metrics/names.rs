@@ -12,6 +12,8 @@ pub const TENANTS: &str = "tenantgate_tenants";
 pub const RELOADS_TOTAL: &str = "tenantgate_reloads_total";
 pub const RELOAD_DURATION_SECONDS: &str = "tenantgate_reload_duration_seconds";
 pub const BUILD_INFO: &str = "tenantgate_build_info";
+pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
+    "tenantgate_certificate_expiry_timestamp_seconds";
 
 /// Label names.
 pub const LABEL_STATUS_CLASS: &str = "status_class";
@@ -21,3 +23,7 @@ pub const LABEL_UPSTREAM: &str = "upstream";
 pub const LABEL_STATUS: &str = "status";
 pub const LABEL_VERSION: &str = "version";
 pub const LABEL_RESULT: &str = "result";
+/// A certificate's `cert` file as written in the config.
+pub const LABEL_CERT: &str = "cert";
+/// The first DNS name a certificate serves.
+pub const LABEL_NAME: &str = "name";

@@ -21,8 +21,10 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use http::HeaderValue;
+use http::header::{
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, STRICT_TRANSPORT_SECURITY,
+};
+use http::{HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
@@ -31,9 +33,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use crate::gateway_error::GatewayError;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
-use crate::routing::{Refused, Route, RoutingTable, TableHandle};
+use crate::routing::{Route, RoutingTable, TableHandle};
+use crate::tls::ClientServerName;
 use crate::upstream::{InFlight, Tried};
-use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};
+use headers::{forward_headers, https_location, request_host, Forwarded, X_REQUEST_ID_WIRE};
 
 /// The tenant-aware proxy. One instance serves every request of the data-plane listener.
 pub struct Gateway {
@@ -116,36 +119,45 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Picks the request id, resolves the tenant from the host and chooses the first upstream.
-    /// `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant, no healthy
-    /// upstream) and the request ends here, with the client connection still usable.
+    /// Picks the request id, resolves the tenant from the host, checks the connection suits it
+    /// (SNI of the same tenant over TLS, redirect to HTTPS over plain HTTP) and chooses the first
+    /// upstream. `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant,
+    /// misdirected, redirect, no healthy upstream) and the request ends here, with the client
+    /// connection still usable.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if self.draining.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
         let req = session.req_header();
         ctx.request_id = headers::request_id(&req.headers);
+        let connection = connection_of(session);
         let mut buf: HostBuf = [0; MAX_HOST_LEN];
-        let route = request_host(&req.headers, &req.uri)
-            .and_then(|raw| normalize_host(raw, &mut buf))
-            .map_err(|_| Refused {
-                error: GatewayError::BadHost,
-                tenant: None,
-            })
-            .and_then(|host| ctx.table.resolve(host, fastrand::u8(..100)));
-        let refusal = match route {
-            Ok(route) => {
-                ctx.route = Some(route);
-                ctx.tenant = route.tenant;
-                match ctx.choose_upstream() {
-                    true => return Ok(false),
-                    false => GatewayError::NoHealthyUpstream,
+        let host =
+            request_host(&req.headers, &req.uri).and_then(|raw| normalize_host(raw, &mut buf));
+        let decision = match host {
+            Err(_) => Decision::Refuse(GatewayError::BadHost),
+            Ok(host) => match ctx.table.resolve(host, fastrand::u8(..100)) {
+                Err(refused) => {
+                    ctx.tenant = refused.tenant;
+                    Decision::Refuse(refused.error)
                 }
+                Ok(route) => {
+                    ctx.route = Some(route);
+                    ctx.tenant = route.tenant;
+                    admit(&ctx.table, route, host, connection, &req.uri)
+                }
+            },
+        };
+        let refusal = match decision {
+            Decision::Proxy => match ctx.choose_upstream() {
+                true => return Ok(false),
+                false => GatewayError::NoHealthyUpstream,
+            },
+            Decision::Redirect(location) => {
+                respond_with_redirect(session, location, &ctx.request_id).await?;
+                return Ok(true);
             }
-            Err(refused) => {
-                ctx.tenant = refused.tenant;
-                refused.error
-            }
+            Decision::Refuse(error) => error,
         };
         ctx.error = Some(refusal);
         respond_with_error(session, refusal, &ctx.request_id).await?;
@@ -191,6 +203,13 @@ impl ProxyHttp for Gateway {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let (Some(pool), Some(index)) = (ctx.pool(), ctx.upstream) {
+            // Logged once per ejection (the upstream is then skipped for fail_timeout): a refused
+            // connection, a timeout or a failed TLS verification must be visible to operators.
+            if let Some(upstream) = pool.upstream(index) {
+                if !upstream.state.is_ejected() {
+                    tracing::warn!(pool = pool.name(), upstream = %upstream.label, error = %e, "cannot connect to upstream; ejected");
+                }
+            }
             pool.eject(index);
             ctx.refused.insert(index);
         }
@@ -224,14 +243,20 @@ impl ProxyHttp for Gateway {
         forward_headers(upstream_request, &forwarded)
     }
 
-    /// Returns the request id to the client with the upstream's response. `Err` fails the request.
+    /// Returns the request id to the client with the upstream's response, and over HTTPS the
+    /// tenant's `Strict-Transport-Security`. `Err` fails the request.
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
+        if let Some(hsts) = ctx.table.hsts(ctx.tenant) {
+            if is_tls(session) {
+                upstream_response.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
+            }
+        }
         Ok(())
     }
 
@@ -304,6 +329,56 @@ fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
+/// What the request came over.
+#[derive(Debug, Clone, Copy)]
+enum Connection<'a> {
+    Plain,
+    /// With the name the client asked for in its handshake, if it sent one.
+    Tls {
+        server_name: Option<&'a str>,
+    },
+}
+
+fn connection_of(session: &Session) -> Connection<'_> {
+    match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+        None => Connection::Plain,
+        Some(tls) => Connection::Tls {
+            server_name: tls.extension.get::<ClientServerName>().map(|n| &*n.0),
+        },
+    }
+}
+
+/// What to do with a request whose host resolved.
+enum Decision {
+    Proxy,
+    Refuse(GatewayError),
+    Redirect(HeaderValue),
+}
+
+/// Whether `route` may be served over `connection`: a TLS connection opened for another tenant's
+/// name is misdirected; plain HTTP is redirected when the tenant (or the gateway) wants HTTPS.
+fn admit(
+    table: &RoutingTable,
+    route: Route,
+    host: &str,
+    connection: Connection<'_>,
+    uri: &http::Uri,
+) -> Decision {
+    match connection {
+        Connection::Tls {
+            server_name: Some(name),
+        } if !table.same_owner(name, host) => Decision::Refuse(GatewayError::MisdirectedRequest),
+        Connection::Tls { .. } => Decision::Proxy,
+        Connection::Plain => match table.https_redirect(route.tenant) {
+            Some(port) => match https_location(host, port, uri) {
+                Some(location) => Decision::Redirect(location),
+                None => Decision::Proxy,
+            },
+            None => Decision::Proxy,
+        },
+    }
+}
+
 /// Maps a Pingora failure to the gateway's error code; `None` when the client is gone.
 fn classify(e: &Error) -> Option<GatewayError> {
     use ErrorType::*;
@@ -317,6 +392,19 @@ fn classify(e: &Error) -> Option<GatewayError> {
         (ErrorSource::Upstream, _) => Some(GatewayError::UpstreamError),
         (ErrorSource::Internal | ErrorSource::Unset, _) => Some(GatewayError::InternalError),
     }
+}
+
+/// `308 Permanent Redirect` (the method and body are kept, unlike 301) to HTTPS.
+async fn respond_with_redirect(
+    session: &mut Session,
+    location: HeaderValue,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(StatusCode::PERMANENT_REDIRECT, Some(4))?;
+    resp.insert_header(LOCATION, location)?;
+    resp.insert_header(CONTENT_LENGTH, 0)?;
+    resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
+    session.write_response_header(Box::new(resp), true).await
 }
 
 async fn respond_with_error(

@@ -14,6 +14,7 @@ use http::{HeaderName, HeaderValue};
 use crate::config::model::RoutingConfig;
 use crate::gateway_error::GatewayError;
 use crate::tenant::{TenantId, TenantStatus};
+use crate::tls::store::CertificateStore;
 use crate::upstream::Pool;
 
 /// A tenant as the request path sees it.
@@ -30,6 +31,10 @@ pub struct Tenant {
     pub previous_pool: Option<usize>,
     /// A promotion in progress: part of the traffic goes to another pool.
     pub canary: Option<Canary>,
+    /// Plain-HTTP requests are redirected to HTTPS (the tenant's setting, else the gateway's).
+    pub https_redirect: bool,
+    /// HTTPS responses carry `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 /// `percent` of a tenant's requests go to `pool`; `stats` counts how they fare, for the promotion's
@@ -121,7 +126,19 @@ pub struct RoutingTable {
     /// Tenants and reserved hosts routed to each pool (a pool with one tenant and nothing else is
     /// that tenant's dedicated pool).
     pool_users: Box<[usize]>,
+    certificates: CertificateStore,
+    /// Where plain-HTTP requests are redirected (`None`: no HTTPS to redirect to).
+    redirect_port: Option<u16>,
+    /// Reserved hosts follow the gateway's settings.
+    https_redirect: bool,
+    hosts_hsts: bool,
+    hsts: Option<HeaderValue>,
 }
+
+/// Whose traffic a host name carries, to tell whether two names (a connection's SNI, a request's
+/// Host) belong to the same tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner(Destination);
 
 impl RoutingTable {
     /// Builds the snapshot for `config`. What `previous` already had is carried over: an upstream
@@ -151,6 +168,18 @@ impl RoutingTable {
         // falls back to the first pool rather than panicking.
         let pool_of = |name: &str| pool_index.get(name).copied().unwrap_or(0);
 
+        let tls = &config.tls;
+        // A tenant may turn HSTS on without the gateway's own settings: it gets the default policy.
+        let hsts_value = tls
+            .hsts
+            .clone()
+            .unwrap_or(crate::config::model::HstsConfig {
+                max_age_seconds: 31_536_000,
+                include_subdomains: false,
+                preload: false,
+            })
+            .header_value();
+        let hsts_value = HeaderValue::from_str(&hsts_value).ok();
         let exact_hosts = config.hosts.len()
             + config
                 .tenants
@@ -187,6 +216,9 @@ impl RoutingTable {
                         .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
                     previous_pool: t.previous_pool.as_deref().map(pool_of),
                     canary,
+                    https_redirect: tls.redirect_port.is_some()
+                        && t.https_redirect.unwrap_or(tls.https_redirect),
+                    hsts: t.hsts.unwrap_or(tls.hsts.is_some()),
                 }
             })
             .collect();
@@ -229,6 +261,64 @@ impl RoutingTable {
             pools,
             pool_index,
             pool_users,
+            certificates: CertificateStore::new(
+                tls.certificates.iter().map(|c| (&*c.loaded, c.default)),
+            ),
+            redirect_port: tls.redirect_port,
+            https_redirect: tls.https_redirect && tls.redirect_port.is_some(),
+            hosts_hsts: tls.hsts.is_some(),
+            hsts: hsts_value,
+        }
+    }
+
+    /// Who `host` (canonical) belongs to; `None` when nobody, or a suspended tenant counts too.
+    pub fn owner(&self, host: &str) -> Option<Owner> {
+        let destination = match self.exact.get(host) {
+            Some(&d) => d,
+            None => Destination::Tenant(self.subdomain_tenant(host)?),
+        };
+        Some(Owner(destination))
+    }
+
+    /// Whether a request for `host` may use a TLS connection opened for `server_name`: both name
+    /// the same tenant (or the same reserved host). Otherwise the request is misdirected, and one
+    /// tenant's connection would carry another's traffic.
+    pub fn same_owner(&self, server_name: &str, host: &str) -> bool {
+        server_name == host
+            || self
+                .owner(host)
+                .is_some_and(|owner| self.owner(server_name) == Some(owner))
+    }
+
+    pub fn certificates(&self) -> &CertificateStore {
+        &self.certificates
+    }
+
+    /// The port to redirect a plain-HTTP request of `tenant` (or of a reserved host, `None`) to, when
+    /// it is to be redirected.
+    pub fn https_redirect(&self, tenant: Option<usize>) -> Option<u16> {
+        let wanted = match tenant {
+            Some(i) => self.tenants.get(i).is_some_and(|t| t.https_redirect),
+            None => self.https_redirect,
+        };
+        if wanted {
+            self.redirect_port
+        } else {
+            None
+        }
+    }
+
+    /// The `Strict-Transport-Security` value for an HTTPS response of `tenant` (or of a reserved
+    /// host, `None`).
+    pub fn hsts(&self, tenant: Option<usize>) -> Option<&HeaderValue> {
+        let wanted = match tenant {
+            Some(i) => self.tenants.get(i).is_some_and(|t| t.hsts),
+            None => self.hosts_hsts,
+        };
+        if wanted {
+            self.hsts.as_ref()
+        } else {
+            None
         }
     }
 

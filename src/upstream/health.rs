@@ -13,11 +13,13 @@ use pingora::http::RequestHeader;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora::protocols::tls::CaType;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use pingora::upstreams::peer::PeerOptions;
 
 use super::{Pool, Upstream, UpstreamState};
-use crate::config::model::{HealthCheckConfig, Probe};
+use crate::config::model::{HealthCheckConfig, Probe, UpstreamTls};
 use crate::metrics::Metrics;
 use crate::routing::TableHandle;
 
@@ -72,9 +74,9 @@ impl HealthChecker {
             }
         }
         running.retain(|key, loop_| {
-            let keep = wanted
-                .get(key)
-                .is_some_and(|(_, _, check)| **check == loop_.check);
+            let keep = wanted.get(key).is_some_and(|(pool, _, check)| {
+                **check == loop_.check && pool.config.tls == loop_.tls
+            });
             if !keep {
                 loop_.handle.abort();
             }
@@ -84,6 +86,7 @@ impl HealthChecker {
             running.entry(key).or_insert_with(|| Running {
                 handle: tokio::spawn(watch_upstream(Target::new(pool, upstream), check.clone())),
                 check: check.clone(),
+                tls: pool.config.tls.clone(),
             });
         }
     }
@@ -92,6 +95,8 @@ impl HealthChecker {
 struct Running {
     handle: tokio::task::JoinHandle<()>,
     check: HealthCheckConfig,
+    /// A probe is rebuilt when the pool's TLS settings change, as when its check does.
+    tls: Option<UpstreamTls>,
 }
 
 #[async_trait]
@@ -146,6 +151,8 @@ struct Target {
     label: String,
     backend: Backend,
     state: Arc<UpstreamState>,
+    tls: Option<UpstreamTls>,
+    ca: Option<Arc<CaType>>,
 }
 
 impl Target {
@@ -159,6 +166,18 @@ impl Target {
                 ext: Default::default(),
             },
             state: Arc::clone(&upstream.state),
+            tls: pool.config.tls.clone(),
+            ca: pool.tls_ca().cloned(),
+        }
+    }
+
+    /// Probes go over TLS as requests do, verified the same way.
+    fn secure(&self, options: &mut PeerOptions, sni: &mut String) {
+        if let Some(tls) = &self.tls {
+            sni.clone_from(&tls.sni);
+            options.verify_cert = tls.verify;
+            options.verify_hostname = tls.verify;
+            options.ca = self.ca.clone();
         }
     }
 }
@@ -166,15 +185,27 @@ impl Target {
 fn probe_for(check: &HealthCheckConfig, target: &Target) -> Box<dyn HealthCheck + Send + Sync> {
     match &check.probe {
         Probe::Tcp => {
-            let mut tcp = TcpHealthCheck::new();
+            let mut tcp = match &target.tls {
+                Some(tls) => TcpHealthCheck::new_tls(&tls.sni),
+                None => TcpHealthCheck::new(),
+            };
+            let template = &mut tcp.peer_template;
+            target.secure(&mut template.options, &mut template.sni);
             tcp.peer_template.options.connection_timeout = Some(check.timeout);
             tcp
         }
         Probe::Http { path, host } => {
+            // Over TLS, the name the certificate is for is also the name the backend serves.
             let host = host
                 .clone()
+                .or_else(|| {
+                    let tls = target.tls.as_ref()?;
+                    (!tls.sni.is_empty()).then(|| tls.sni.clone())
+                })
                 .unwrap_or_else(|| target.backend.addr.to_string());
-            let mut http = HttpHealthCheck::new(&host, false);
+            let mut http = HttpHealthCheck::new(&host, target.tls.is_some());
+            let template = &mut http.peer_template;
+            target.secure(&mut template.options, &mut template.sni);
             match RequestHeader::build("GET", path.as_bytes(), None) {
                 Ok(mut req) => {
                     // Validated at load time; a failure here would only keep the default path.

@@ -11,10 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::WrappedX509;
 use prometheus::IntCounter;
 
-use crate::config::model::{Balancing, PoolConfig};
+use crate::config::model::{Balancing, PoolConfig, UpstreamTls};
 use crate::metrics::Metrics;
 
 /// Health of one upstream, from active checks and from failed connections.
@@ -103,6 +105,34 @@ pub struct Upstream {
     ejections: IntCounter,
 }
 
+/// A peer for one upstream address: plain, or TLS with the pool's SNI, verification and CA.
+fn peer_for(addr: SocketAddr, tls: Option<&UpstreamTls>, ca: Option<&Arc<CaType>>) -> HttpPeer {
+    let Some(tls) = tls else {
+        return HttpPeer::new(addr, false, String::new());
+    };
+    let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
+    peer.options.verify_cert = tls.verify;
+    peer.options.verify_hostname = tls.verify;
+    peer.options.ca = ca.cloned();
+    peer
+}
+
+/// Validation parsed every certificate already; one that does not parse now is left out.
+fn ca_of(tls: &UpstreamTls) -> Option<Arc<CaType>> {
+    let bundle = tls.ca.as_ref()?;
+    let certs: Vec<WrappedX509> = bundle
+        .certificates
+        .iter()
+        .filter_map(|der| {
+            WrappedX509::try_new(der.clone(), |raw| {
+                x509_parser::parse_x509_certificate(raw).map(|(_, cert)| cert)
+            })
+            .ok()
+        })
+        .collect();
+    Some(Arc::from(certs))
+}
+
 /// Upstreams to leave out when choosing for one request (those that refused it a connection). Tracks
 /// the first 64; a larger pool may try an upstream twice, which is harmless.
 #[derive(Debug, Default, Clone, Copy)]
@@ -124,6 +154,7 @@ impl Tried {
 #[derive(Debug)]
 pub struct Pool {
     pub config: PoolConfig,
+    tls_ca: Option<Arc<CaType>>,
     upstreams: Box<[Upstream]>,
     cursor: AtomicUsize,
 }
@@ -136,11 +167,13 @@ impl Pool {
         mut states: impl FnMut(SocketAddr) -> Option<Arc<UpstreamState>>,
     ) -> Pool {
         let t = &config.timeouts;
+        // Parsed once per pool: Pingora's connector reads it for every new upstream connection.
+        let tls_ca = config.tls.as_ref().and_then(ca_of);
         let upstreams = config
             .upstreams
             .iter()
             .map(|u| {
-                let mut peer = HttpPeer::new(u.addr, false, String::new());
+                let mut peer = peer_for(u.addr, config.tls.as_ref(), tls_ca.as_ref());
                 peer.options.connection_timeout = Some(t.connect);
                 peer.options.read_timeout = Some(t.read);
                 peer.options.write_timeout = Some(t.write);
@@ -165,6 +198,7 @@ impl Pool {
             .collect();
         Pool {
             config,
+            tls_ca,
             upstreams,
             cursor: AtomicUsize::new(0),
         }
@@ -172,6 +206,12 @@ impl Pool {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The CA certificates upstream TLS is verified against, in Pingora's form; `None` for the
+    /// system's roots (or no TLS).
+    pub fn tls_ca(&self) -> Option<&Arc<CaType>> {
+        self.tls_ca.as_ref()
     }
 
     pub fn upstreams(&self) -> &[Upstream] {
@@ -278,6 +318,7 @@ mod tests {
             balancing,
             health_check: None,
             timeouts: PoolTimeouts::default(),
+            tls: None,
         };
         Pool::new(config, |_| None)
     }

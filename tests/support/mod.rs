@@ -8,6 +8,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod load;
+pub mod pki;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -42,6 +43,8 @@ pub fn fill(template: &str, vars: &[(&str, String)]) -> String {
 
 pub struct Gateway {
     pub http: SocketAddr,
+    /// Reserved for `{https}`; only listening when the config uses it.
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     pub config_path: PathBuf,
     /// Keeps connections alive across requests, like a real client.
@@ -67,8 +70,12 @@ impl Gateway {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
-            let (http, admin) = (free_addr(), free_addr());
-            let mut all = vec![("http", http.to_string()), ("admin", admin.to_string())];
+            let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+            let mut all = vec![
+                ("http", http.to_string()),
+                ("https", https.to_string()),
+                ("admin", admin.to_string()),
+            ];
             all.extend(vars.iter().map(|(k, v)| (*k, v.clone())));
             let config_path = dir.path().join("gateway.toml");
             std::fs::write(&config_path, fill(template, &all)).expect("write config");
@@ -80,6 +87,7 @@ impl Gateway {
                 .collect();
             let mut gw = Gateway {
                 http,
+                https,
                 admin,
                 config_path,
                 client: client(),
@@ -174,6 +182,7 @@ impl Gateway {
         let log_path = self.dir.path().join("gateway-upgrade.log");
         Gateway {
             http: self.http,
+            https: self.https,
             admin: self.admin,
             config_path: self.config_path.clone(),
             client: client(),

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
 
 struct State {
     name: String,
@@ -43,6 +44,15 @@ impl Upstream {
 
     /// Starts an upstream on `addr` (a killed upstream can come back on its old port).
     pub async fn start_on(name: &str, addr: SocketAddr) -> Upstream {
+        Upstream::serve(name, addr, None).await
+    }
+
+    /// Starts an upstream that speaks HTTPS only, with `tls`'s certificate.
+    pub async fn start_tls(name: &str, tls: TlsAcceptor) -> Upstream {
+        Upstream::serve(name, SocketAddr::from(([127, 0, 0, 1], 0)), Some(tls)).await
+    }
+
+    async fn serve(name: &str, addr: SocketAddr, tls: Option<TlsAcceptor>) -> Upstream {
         let listener = bind_retrying(addr).await;
         let addr = listener.local_addr().expect("local addr");
         let state = Arc::new(State {
@@ -60,11 +70,21 @@ impl Upstream {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
                         let state = Arc::clone(&serving);
+                        let tls = tls.clone();
                         connections.spawn(async move {
                             let service = service_fn(move |req| respond(Arc::clone(&state), req));
-                            let _ = http1::Builder::new()
-                                .serve_connection(TokioIo::new(stream), service)
-                                .await;
+                            let http = http1::Builder::new();
+                            match tls {
+                                None => {
+                                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                                // A failed handshake (an untrusting client) just ends the connection.
+                                Some(tls) => {
+                                    if let Ok(stream) = tls.accept(stream).await {
+                                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                    }
+                                }
+                            }
                         });
                     }
                     _ = stopped.changed() => break,
