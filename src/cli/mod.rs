@@ -21,6 +21,8 @@ use crate::config::{self, GatewayConfig, LoadError};
 use crate::demo::DemoBackends;
 use crate::server::StartOptions;
 use crate::tenant::TenantStatus;
+use crate::tls;
+use crate::tls::dev::{issue_leaf, write_pair, DevCa};
 
 pub const DEFAULT_CONFIG: &str = "config/gateway.toml";
 
@@ -74,12 +76,32 @@ enum Command {
         #[arg(long)]
         against: Option<PathBuf>,
     },
+    /// Certificates for local use.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
     /// The tenants of a running gateway: list, show, promote, roll back, suspend, activate.
     Tenants {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertsCommand {
+    /// Make a development CA (dev-ca.pem, beside the first certificate) and, for every
+    /// [[certificates]] entry of the config whose files are missing, a certificate it signs: the
+    /// base domains' wildcards for an entry without `tenant`, the tenant's own names for one with.
+    /// For trying HTTPS locally; never for production.
+    Dev {
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Replace certificates that exist already (the CA is kept).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -141,7 +163,19 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => return check(&config),
         Command::Run { config, upgrade } => run(&config, false, StartOptions { upgrade }),
-        Command::Demo { config } => run(&config, true, StartOptions::default()),
+        Command::Demo { config } => ensure_dev_certificates(&config, false)
+            .and_then(|_| run(&config, true, StartOptions::default())),
+        Command::Certs {
+            command: CertsCommand::Dev { config, force },
+        } => ensure_dev_certificates(&config, force).map(|made| {
+            if made.is_empty() {
+                println!(
+                    "every certificate of {} exists already (--force replaces them)",
+                    config.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }),
         Command::Reload { admin } => remote::reload(&admin),
         Command::Plan { admin, against } => remote::plan(&admin, against.as_deref()),
         Command::Tenants { admin, command } => remote::tenants(&admin, command),
@@ -178,6 +212,71 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Makes the development certificates the config at `path` names and lacks (all with `force`),
+/// printing each file made. Reads the file without validating it: validation needs the
+/// certificates that this makes.
+fn ensure_dev_certificates(path: &Path, force: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (file, _) = config::load::decode_file(&text);
+    let folder = path.parent().unwrap_or_else(|| Path::new(""));
+    let bases: Vec<String> = file
+        .gateway
+        .base_domains
+        .iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    let mut made = Vec::new();
+    let mut ca = None;
+    for entry in file.certificates.iter().flatten() {
+        let (Some(cert), Some(key)) = (&entry.cert, &entry.key) else {
+            continue;
+        };
+        let (cert, key) = (folder.join(cert), folder.join(key));
+        if !force && cert.exists() && key.exists() {
+            continue;
+        }
+        let names: Vec<String> = match &entry.tenant {
+            Some(id) => {
+                let domains = file
+                    .tenants
+                    .iter()
+                    .find(|t| t.name == *id)
+                    .and_then(|t| t.value.as_ref())
+                    .map(|t| t.domains.clone())
+                    .unwrap_or_default();
+                bases
+                    .iter()
+                    .map(|b| format!("{id}.{b}"))
+                    .chain(domains)
+                    .collect()
+            }
+            None if bases.is_empty() => vec!["localhost".to_owned()],
+            None => bases
+                .iter()
+                .flat_map(|b| [format!("*.{b}"), b.clone()])
+                .collect(),
+        };
+        if ca.is_none() {
+            let dir = cert.parent().unwrap_or_else(|| Path::new("."));
+            let (opened, created) = DevCa::open_or_create(dir)?;
+            if created {
+                println!(
+                    "made development CA {}",
+                    dir.join(tls::dev::CA_CERT_FILE).display()
+                );
+            }
+            ca = Some(opened);
+        }
+        let Some(ca) = &ca else { continue };
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        write_pair(&issue_leaf(ca, &names)?, &cert, &key)?;
+        println!("made {} for {}", cert.display(), names.join(", "));
+        made.push(cert);
+    }
+    Ok(made)
 }
 
 /// Loads a config for a command, with every error in the message.
@@ -234,9 +333,13 @@ pub fn summary(c: &GatewayConfig) -> String {
     let mut out = String::new();
     let r = &c.routing;
     let _ = writeln!(out, "{}: valid", c.path.display());
+    let https = c
+        .gateway
+        .https_listen
+        .map_or_else(String::new, |a| format!(" · https {a}"));
     let _ = writeln!(
         out,
-        "  listen   http {} · admin {} · {} worker thread{}",
+        "  listen   http {}{https} · admin {} · {} worker thread{}",
         c.gateway.http_listen,
         c.admin.listen,
         c.gateway.threads,
@@ -310,6 +413,31 @@ pub fn summary(c: &GatewayConfig) -> String {
         }),
     );
 
+    if !r.tls.certificates.is_empty() {
+        let _ = writeln!(out, "  certs    {}", r.tls.certificates.len());
+        let now = chrono::Utc::now().timestamp();
+        list(
+            &mut out,
+            r.tls.certificates.iter().map(|cert| {
+                let days = (cert.loaded.not_after - now).div_euclid(86_400);
+                let expiry = if days < 0 {
+                    format!("EXPIRED {} days ago", -days)
+                } else {
+                    format!("{days} days left")
+                };
+                let role = match (&cert.tenant, cert.default) {
+                    (Some(t), _) => format!(" (tenant {t})"),
+                    (None, true) => " (default)".to_owned(),
+                    (None, false) => String::new(),
+                };
+                format!(
+                    "{}{role}: {} · {expiry}",
+                    cert.cert_label,
+                    cert.loaded.names.join(", ")
+                )
+            }),
+        );
+    }
     let _ = writeln!(out, "  hosts    {}", r.hosts.len());
     list(
         &mut out,
@@ -391,6 +519,23 @@ fn demo_banner(c: &GatewayConfig, backends: &DemoBackends, skipped: &[String]) -
             let _ = writeln!(
                 out,
                 "  curl -s -H 'Host: nobody.{base}' http://127.0.0.1:{port}/   # unknown: 404"
+            );
+        }
+    }
+    if let (Some(https), Some(t)) = (c.gateway.https_listen, active) {
+        let ca = c
+            .routing
+            .tls
+            .certificates
+            .first()
+            .and_then(|cert| cert.cert.parent())
+            .map(|dir| dir.join(tls::dev::CA_CERT_FILE));
+        if let Some(ca) = ca {
+            let (host, port) = (format!("{}.{base}", t.id), https.port());
+            let _ = writeln!(
+                out,
+                "  curl -s --cacert {} --resolve {host}:{port}:127.0.0.1 https://{host}:{port}/hello   # HTTPS",
+                ca.display()
             );
         }
     }
