@@ -20,12 +20,16 @@ FROM debian:${DEBIAN}-slim
 # The config folder is the gateway's: API changes are written to the config file, and the audit log
 # is kept beside it.
 RUN useradd --system --user-group --uid 10001 --no-create-home --shell /usr/sbin/nologin tenantgate \
- && mkdir -p /etc/tenantgate \
- && chown tenantgate:tenantgate /etc/tenantgate
+ && mkdir -p /etc/tenantgate /etc/certs \
+ && chown tenantgate:tenantgate /etc/tenantgate /etc/certs
 COPY --from=build /src/target/release/tenantgate /usr/local/bin/tenantgate
 COPY --chown=tenantgate:tenantgate config/gateway.toml /etc/tenantgate/gateway.toml
 USER tenantgate
-# The data plane; the admin API stays on the container's loopback unless the config says otherwise.
-EXPOSE 8080
+# The shipped config names ../certs/ (here /etc/certs): development certificates make the image start
+# as it is. Mount your real certificates over /etc/certs (same file names, or your own config).
+RUN tenantgate certs dev --config /etc/tenantgate/gateway.toml
+# The data plane (HTTP, HTTPS); the admin API stays on the container's loopback unless the config says
+# otherwise.
+EXPOSE 8080 8443
 ENTRYPOINT ["/usr/local/bin/tenantgate"]
 CMD ["run", "--config", "/etc/tenantgate/gateway.toml"]

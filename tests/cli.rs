@@ -20,13 +20,45 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The shipped config, copied with the folder layout it expects (`config/`, `../certs/`) into a
+/// temp folder, with the development certificates `certs dev` makes for it.
+fn shipped_config_with_dev_certificates() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("config")).expect("mkdir");
+    let config = dir.path().join("config/gateway.toml");
+    std::fs::copy("config/gateway.toml", &config).expect("copy the shipped config");
+    let config = config.display().to_string();
+    let out = tenantgate(&["certs", "dev", "--config", &config]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("made development CA"), "{stdout}");
+    assert!(
+        stdout.contains("wildcard.yourapp.test.pem for *.yourapp.test, yourapp.test"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("acme.pem for acme.yourapp.test, api-acme-corp.factory.test"),
+        "{stdout}"
+    );
+    let again = text(&tenantgate(&["certs", "dev", "--config", &config]).stdout);
+    assert!(again.contains("exists already"), "{again}");
+    (dir, config)
+}
+
 #[test]
 fn the_shipped_config_is_valid_and_summarised() {
-    let out = tenantgate(&["check", "--config", "config/gateway.toml"]);
+    let (_dir, config) = shipped_config_with_dev_certificates();
+    let out = tenantgate(&["check", "--config", &config]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(
-        stdout.starts_with("config/gateway.toml: valid\n"),
+        stdout.starts_with(&format!("{config}: valid\n")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "../certs/acme.pem (tenant acme): acme.yourapp.test, api-acme-corp.factory.test"
+        ),
         "{stdout}"
     );
     assert!(
