@@ -443,7 +443,7 @@ fn certificates(certificates: &[CertificateConfig]) -> Vec<Value> {
             let mut view = CertificateSummary::of(c).to_json();
             view["cert"] = json!(c.cert_label);
             view["not_before"] = json!(rfc3339(c.loaded.not_before));
-            view["days_left"] = json!((c.loaded.not_after - now).div_euclid(86_400));
+            view["days_left"] = json!(c.loaded.days_left(now));
             view
         })
         .collect()

@@ -419,7 +419,7 @@ pub fn summary(c: &GatewayConfig) -> String {
         list(
             &mut out,
             r.tls.certificates.iter().map(|cert| {
-                let days = (cert.loaded.not_after - now).div_euclid(86_400);
+                let days = cert.loaded.days_left(now);
                 let expiry = if days < 0 {
                     format!("EXPIRED {} days ago", -days)
                 } else {

@@ -83,6 +83,20 @@ pub struct HstsConfig {
     pub preload: bool,
 }
 
+/// One year, what the HSTS preload list asks for.
+pub const DEFAULT_HSTS_MAX_AGE_SECONDS: u64 = 31_536_000;
+
+/// What `hsts = {}` means, and what a tenant's `hsts = true` gets without `[gateway] hsts`.
+impl Default for HstsConfig {
+    fn default() -> Self {
+        HstsConfig {
+            max_age_seconds: DEFAULT_HSTS_MAX_AGE_SECONDS,
+            include_subdomains: false,
+            preload: false,
+        }
+    }
+}
+
 impl HstsConfig {
     /// The `Strict-Transport-Security` header's value.
     pub fn header_value(&self) -> String {

@@ -19,10 +19,10 @@ use super::model::{
     AdminSettings, Balancing, CaBundle, CanaryConfig, CertificateConfig, GatewayConfig,
     GatewaySettings, HealthCheckConfig, HostConfig, HstsConfig, LogFormat, PoolConfig,
     PoolTimeouts, Probe, RoutingConfig, TenantConfig, TlsConfig, UpstreamConfig, UpstreamTls,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_IDLE_TIMEOUT_MS,
-    DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
+    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS,
+    DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
 };
-use crate::routing::host::canonical_domain;
+use crate::routing::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
 
@@ -36,8 +36,6 @@ const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
 const MIN_CHECK_INTERVAL_MS: u64 = 100;
 const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
 const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 2;
-/// One year, what the HSTS preload list asks for.
-const DEFAULT_HSTS_MAX_AGE_SECONDS: u64 = 31_536_000;
 
 /// Headers the gateway itself sets or that carry the framing of a request: the tenant header may be
 /// none of them, or the gateway would corrupt requests or let a client's copy through.
@@ -814,11 +812,9 @@ impl Validator {
                     .iter()
                     .filter(|name| {
                         !owner.domains.contains(name)
-                            && !base_domains.iter().any(|base| {
-                                name.strip_suffix(base.as_str())
-                                    .and_then(|rest| rest.strip_suffix('.'))
-                                    == Some(id)
-                            })
+                            && !base_domains
+                                .iter()
+                                .any(|base| label_below(name, base) == Some(id))
                     })
                     .map(String::as_str)
                     .collect();
@@ -963,10 +959,7 @@ impl<'a> Claims<'a> {
             return false;
         }
         for base in self.base_domains {
-            let Some(label) = host
-                .strip_suffix(base.as_str())
-                .and_then(|rest| rest.strip_suffix('.'))
-            else {
+            let Some(label) = label_below(host, base) else {
                 continue;
             };
             let own = matches!(claim, Claim::TenantDomain { tenant, .. } if tenant == label);

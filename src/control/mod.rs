@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
 use crate::config::diff::{diff, Change};
-use crate::config::model::TenantConfig;
+use crate::config::model::{CaBundle, TenantConfig};
 use crate::config::{load_str, ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, TableHandle};
@@ -59,13 +59,17 @@ pub fn referenced_files(config: &GatewayConfig) -> Vec<&Path> {
         .certificates
         .iter()
         .flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
-    let cas = config
+    let cas = upstream_cas(config).map(|ca| ca.path.as_path());
+    certificates.chain(cas).collect()
+}
+
+/// The CA bundles the config's pools verify their upstreams with.
+fn upstream_cas(config: &GatewayConfig) -> impl Iterator<Item = &CaBundle> {
+    config
         .routing
         .pools
         .iter()
         .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
-        .map(|ca| ca.path.as_path());
-    certificates.chain(cas).collect()
 }
 
 /// The digest of the referenced files as `config` read them.
@@ -74,12 +78,7 @@ fn loaded_files_digest(config: &GatewayConfig) -> u64 {
     for c in &config.routing.tls.certificates {
         c.loaded.files_digest.hash(&mut h);
     }
-    for ca in config
-        .routing
-        .pools
-        .iter()
-        .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
-    {
+    for ca in upstream_cas(config) {
         ca.file_digest.hash(&mut h);
     }
     h.finish()
@@ -96,12 +95,7 @@ fn disk_files_digest(config: &GatewayConfig) -> u64 {
             _ => return u64::MAX,
         }
     }
-    for ca in config
-        .routing
-        .pools
-        .iter()
-        .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
-    {
+    for ca in upstream_cas(config) {
         match read(&ca.path) {
             Some(bytes) => file_digest(&bytes).hash(&mut h),
             None => return u64::MAX,
@@ -352,13 +346,14 @@ impl ControlPlane {
         let unchanged = Outcome::Unchanged {
             generation: self.table.load().generation(),
         };
-        if digest(&text) == current.digest && files == current.files {
+        let text_digest = digest(&text);
+        if text_digest == current.digest && files == current.files {
             return Ok(unchanged);
         }
         // What was refused last is the text and the files together.
         let read = {
             let mut h = DefaultHasher::new();
-            text.hash(&mut h);
+            text_digest.hash(&mut h);
             files.hash(&mut h);
             h.finish()
         };
@@ -368,7 +363,6 @@ impl ControlPlane {
         if unasked && read == self.refused_digest.load(Ordering::Relaxed) {
             return Ok(unchanged);
         }
-        let text_digest = digest(&text);
         let result = self.prepare(text, text_digest).await;
         match result {
             Ok(prepared) => Ok(self.commit(&actor, prepared, started).await),

@@ -148,6 +148,12 @@ pub enum InvalidDomain {
 
 /// Brings a host name from the config to the form requests are compared in (lowercase, no trailing
 /// dot), or says why it can never match a request.
+/// What stands before `.base` in `host` (`acme` for `acme.yourapp.test` under `yourapp.test`), or
+/// `None` when `host` is not below `base`. The label may be empty or hold dots; callers decide.
+pub fn label_below<'a>(host: &'a str, base: &str) -> Option<&'a str> {
+    host.strip_suffix(base)?.strip_suffix('.')
+}
+
 pub fn canonical_domain(name: &str) -> Result<String, InvalidDomain> {
     if name.starts_with("*.") {
         return Err(InvalidDomain::Wildcard);

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use http::{HeaderName, HeaderValue};
 
+use super::host::label_below;
 use crate::config::model::RoutingConfig;
 use crate::gateway_error::GatewayError;
 use crate::tenant::{TenantId, TenantStatus};
@@ -170,15 +171,7 @@ impl RoutingTable {
 
         let tls = &config.tls;
         // A tenant may turn HSTS on without the gateway's own settings: it gets the default policy.
-        let hsts_value = tls
-            .hsts
-            .clone()
-            .unwrap_or(crate::config::model::HstsConfig {
-                max_age_seconds: 31_536_000,
-                include_subdomains: false,
-                preload: false,
-            })
-            .header_value();
+        let hsts_value = tls.hsts.clone().unwrap_or_default().header_value();
         let hsts_value = HeaderValue::from_str(&hsts_value).ok();
         let exact_hosts = config.hosts.len()
             + config
@@ -362,10 +355,7 @@ impl RoutingTable {
 
     fn subdomain_tenant(&self, host: &str) -> Option<usize> {
         for base in self.base_domains.iter() {
-            let Some(label) = host
-                .strip_suffix(&**base)
-                .and_then(|rest| rest.strip_suffix('.'))
-            else {
+            let Some(label) = label_below(host, base) else {
                 continue;
             };
             // Base domains are longest first, so a shorter one would only leave a longer label.

@@ -27,6 +27,13 @@ pub struct ServingCertificate {
     pub files_digest: u64,
 }
 
+impl ServingCertificate {
+    /// Whole days from `now` (Unix seconds) until expiry; negative once expired.
+    pub fn days_left(&self, now: i64) -> i64 {
+        (self.not_after - now).div_euclid(86_400)
+    }
+}
+
 /// Which of the two files a problem is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PemFile {
