@@ -305,10 +305,11 @@ impl ProxyHttp for Gateway {
         ctx.in_flight = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
-        self.metrics.observe_request(status, elapsed.as_secs_f64());
+        // The duration count goes last: a scrape that sees a request counted there sees all of it.
         if let Some(error) = ctx.error {
             self.metrics.observe_gateway_error(error);
         }
+        self.metrics.observe_request(status, elapsed.as_secs_f64());
         if ctx.route.is_some_and(|r| r.canary) {
             let canary = ctx
                 .tenant
