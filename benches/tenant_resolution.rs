@@ -49,10 +49,14 @@ fn routing_config(tenants: usize) -> RoutingConfig {
                 canary: None,
                 https_redirect: None,
                 hsts: None,
+                tenant_source: None,
+                api_keys: Vec::new(),
+                route_rules: Vec::new(),
             })
             .collect(),
         hosts: Vec::new(),
         tls: Default::default(),
+        identity: Default::default(),
     }
 }
 

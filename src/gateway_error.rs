@@ -18,6 +18,42 @@ pub enum GatewayError {
     /// The request came on a TLS connection opened for another tenant's name (SNI): the client
     /// should open a connection for this host (browsers do so by themselves on 421).
     MisdirectedRequest,
+    /// The path could be read as another path (`//`, `.` or `..` segments, encoded separators) where route rules apply.
+    AmbiguousPath,
+    /// A token or API key is needed here and the request has none.
+    MissingCredentials,
+    /// The credential is not a well-formed token (or is repeated).
+    MalformedToken,
+    /// The token's algorithm is `none` or one the gateway does not verify.
+    UnsupportedAlgorithm,
+    /// The token names another algorithm than its key is bound to (algorithm confusion).
+    AlgorithmMismatch,
+    /// The token's `kid` names no known key.
+    UnknownKeyId,
+    /// The token's signature does not verify.
+    InvalidSignature,
+    /// The token's `exp` has passed.
+    TokenExpired,
+    /// The token's `nbf` is still ahead.
+    TokenNotYetValid,
+    /// The token's `iss` is missing or not the configured issuer.
+    WrongIssuer,
+    /// The token's `aud` is missing or not the configured audience.
+    WrongAudience,
+    /// The API key is not one the gateway knows.
+    InvalidApiKey,
+    /// The API key was revoked.
+    ApiKeyRevoked,
+    /// The API key's expiry has passed.
+    ApiKeyExpired,
+    /// A valid token that names no tenant, where one is needed.
+    NoTenantClaim,
+    /// The credential's tenant is not the host's.
+    TenantMismatch,
+    /// The switch-tenant header names a tenant the credential does not list.
+    TenantSwitchForbidden,
+    /// The path needs a role the token does not carry.
+    MissingRole,
     /// Every upstream of the pool is unhealthy, ejected, or was already tried.
     NoHealthyUpstream,
     /// The upstream did not answer in time.
@@ -29,12 +65,30 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub const ALL: [GatewayError; 9] = [
+    pub const ALL: [GatewayError; 27] = [
         GatewayError::BadRequest,
         GatewayError::BadHost,
         GatewayError::UnknownTenant,
         GatewayError::TenantSuspended,
         GatewayError::MisdirectedRequest,
+        GatewayError::AmbiguousPath,
+        GatewayError::MissingCredentials,
+        GatewayError::MalformedToken,
+        GatewayError::UnsupportedAlgorithm,
+        GatewayError::AlgorithmMismatch,
+        GatewayError::UnknownKeyId,
+        GatewayError::InvalidSignature,
+        GatewayError::TokenExpired,
+        GatewayError::TokenNotYetValid,
+        GatewayError::WrongIssuer,
+        GatewayError::WrongAudience,
+        GatewayError::InvalidApiKey,
+        GatewayError::ApiKeyRevoked,
+        GatewayError::ApiKeyExpired,
+        GatewayError::NoTenantClaim,
+        GatewayError::TenantMismatch,
+        GatewayError::TenantSwitchForbidden,
+        GatewayError::MissingRole,
         GatewayError::NoHealthyUpstream,
         GatewayError::UpstreamTimeout,
         GatewayError::UpstreamError,
@@ -48,6 +102,24 @@ impl GatewayError {
             GatewayError::UnknownTenant => "unknown_tenant",
             GatewayError::TenantSuspended => "tenant_suspended",
             GatewayError::MisdirectedRequest => "misdirected_request",
+            GatewayError::AmbiguousPath => "ambiguous_path",
+            GatewayError::MissingCredentials => "missing_credentials",
+            GatewayError::MalformedToken => "malformed_token",
+            GatewayError::UnsupportedAlgorithm => "unsupported_algorithm",
+            GatewayError::AlgorithmMismatch => "algorithm_mismatch",
+            GatewayError::UnknownKeyId => "unknown_kid",
+            GatewayError::InvalidSignature => "invalid_signature",
+            GatewayError::TokenExpired => "token_expired",
+            GatewayError::TokenNotYetValid => "token_not_yet_valid",
+            GatewayError::WrongIssuer => "wrong_issuer",
+            GatewayError::WrongAudience => "wrong_audience",
+            GatewayError::InvalidApiKey => "invalid_api_key",
+            GatewayError::ApiKeyRevoked => "api_key_revoked",
+            GatewayError::ApiKeyExpired => "api_key_expired",
+            GatewayError::NoTenantClaim => "no_tenant_claim",
+            GatewayError::TenantMismatch => "tenant_mismatch",
+            GatewayError::TenantSwitchForbidden => "tenant_switch_forbidden",
+            GatewayError::MissingRole => "missing_role",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamError => "upstream_error",
@@ -61,6 +133,24 @@ impl GatewayError {
             GatewayError::UnknownTenant => StatusCode::NOT_FOUND,
             GatewayError::TenantSuspended => StatusCode::FORBIDDEN,
             GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
+            GatewayError::AmbiguousPath => StatusCode::BAD_REQUEST,
+            GatewayError::MissingCredentials => StatusCode::UNAUTHORIZED,
+            GatewayError::MalformedToken => StatusCode::UNAUTHORIZED,
+            GatewayError::UnsupportedAlgorithm => StatusCode::UNAUTHORIZED,
+            GatewayError::AlgorithmMismatch => StatusCode::UNAUTHORIZED,
+            GatewayError::UnknownKeyId => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidSignature => StatusCode::UNAUTHORIZED,
+            GatewayError::TokenExpired => StatusCode::UNAUTHORIZED,
+            GatewayError::TokenNotYetValid => StatusCode::UNAUTHORIZED,
+            GatewayError::WrongIssuer => StatusCode::UNAUTHORIZED,
+            GatewayError::WrongAudience => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidApiKey => StatusCode::UNAUTHORIZED,
+            GatewayError::ApiKeyRevoked => StatusCode::UNAUTHORIZED,
+            GatewayError::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            GatewayError::NoTenantClaim => StatusCode::FORBIDDEN,
+            GatewayError::TenantMismatch => StatusCode::FORBIDDEN,
+            GatewayError::TenantSwitchForbidden => StatusCode::FORBIDDEN,
+            GatewayError::MissingRole => StatusCode::FORBIDDEN,
             GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamError => StatusCode::BAD_GATEWAY,
@@ -78,6 +168,30 @@ impl GatewayError {
             GatewayError::MisdirectedRequest => {
                 "this connection was opened for another host; open one for this host"
             }
+            GatewayError::AmbiguousPath => {
+                "the request path is ambiguous where route rules apply; normalize it"
+            }
+            GatewayError::MissingCredentials => "this request needs a bearer token or an API key",
+            GatewayError::MalformedToken => "the credential is not a well-formed token",
+            GatewayError::UnsupportedAlgorithm => "the token's algorithm is not accepted",
+            GatewayError::AlgorithmMismatch => "the token's algorithm is not its key's",
+            GatewayError::UnknownKeyId => "the token's key id is not known",
+            GatewayError::InvalidSignature => "the token's signature is not valid",
+            GatewayError::TokenExpired => "the token has expired",
+            GatewayError::TokenNotYetValid => "the token is not valid yet",
+            GatewayError::WrongIssuer => "the token was not issued by the expected issuer",
+            GatewayError::WrongAudience => "the token is not meant for this audience",
+            GatewayError::InvalidApiKey => "the API key is not valid",
+            GatewayError::ApiKeyRevoked => "the API key has been revoked",
+            GatewayError::ApiKeyExpired => "the API key has expired",
+            GatewayError::NoTenantClaim => "the token names no tenant",
+            GatewayError::TenantMismatch => {
+                "the credential belongs to another tenant than this host"
+            }
+            GatewayError::TenantSwitchForbidden => {
+                "the credential may not act for the requested tenant"
+            }
+            GatewayError::MissingRole => "this path needs a role the credential does not carry",
             GatewayError::NoHealthyUpstream => "no healthy upstream is available for this request",
             GatewayError::UpstreamTimeout => "the upstream did not answer in time",
             GatewayError::UpstreamError => "the upstream failed to answer",
@@ -93,6 +207,11 @@ impl GatewayError {
             "request_id": request_id,
         });
         Bytes::from(body.to_string())
+    }
+
+    /// Answers a client should retry with other credentials: they carry `WWW-Authenticate`.
+    pub fn is_unauthenticated(self) -> bool {
+        self.status() == StatusCode::UNAUTHORIZED
     }
 
     /// Position in `ALL` (declaration order), for per-code counters.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod gateway_error;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -24,6 +24,7 @@ use crate::config::GatewayConfig;
 use crate::control::audit::AuditOpenError;
 use crate::control::watch::ConfigWatcher;
 use crate::control::ControlPlane;
+use crate::identity::jwks::JwksRefresher;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
@@ -199,6 +200,14 @@ pub fn build(
     );
     health.threads = Some(1);
     server.add_service(health);
+
+    let keys_of = Arc::clone(&table);
+    let mut jwks = background_service(
+        "tenantgate JWKS refresh",
+        JwksRefresher::new(move || keys_of.load().identity().jwt.as_ref()?.remote().cloned()),
+    );
+    jwks.threads = Some(1);
+    server.add_service(jwks);
 
     let mut watcher = background_service(
         "tenantgate config watcher",

@@ -19,16 +19,18 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::diff::{rfc3339, CertificateSummary};
-use crate::config::model::{CertificateConfig, TenantConfig};
+use crate::config::model::{AdminSettings, CertificateConfig, TenantConfig};
 use crate::control::audit::Actor;
 use crate::control::promotion::{
     PromotionRequest, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_PAUSE,
 };
 use crate::control::{ControlPlane, Outcome, Refusal};
+use crate::identity::api_key::sha256;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, MAX_HOST_LEN};
 use crate::routing::RoutingTable;
 use crate::tenant::TenantStatus;
+use subtle::ConstantTimeEq;
 
 /// Request bodies are small JSON objects; anything larger is refused.
 const MAX_BODY: usize = 64 * 1024;
@@ -64,11 +66,13 @@ impl AdminApi {
                 "https": applied.config.gateway.https_listen.map(|a| a.to_string()),
                 "admin": applied.config.admin.listen.to_string(),
             },
+            "admin_token": applied.config.admin.token.as_ref().map(|t| t.source.clone()),
             "certificates": certificates(&applied.config.routing.tls.certificates),
             "tenants": tenant_counts(&table),
             "hosts": table.hosts().iter().map(|h| json!({
                 "host": h.host,
-                "pool": table.pool(h.pool).map(|p| p.name()),
+                "pool": h.pool.and_then(|p| table.pool(p)).map(|p| p.name()),
+                "tenant_source": if h.pool.is_some() { "host" } else { "claim" },
             })).collect::<Vec<_>>(),
             "pools": pools(&table),
         })
@@ -380,6 +384,56 @@ fn actor(session: &ServerSession) -> Actor {
     Actor::Api { peer, name }
 }
 
+/// Whether the request carries the admin token, when one is configured. `/healthz` is always open
+/// (load balancers probe it), `/metrics` unless `metrics_require_token`. The presented token is
+/// hashed and compared in constant time; the log line names the client, never what it sent.
+fn unauthorized(
+    session: &ServerSession,
+    admin: &AdminSettings,
+    path: &str,
+) -> Option<Response<Vec<u8>>> {
+    let token = admin.token.as_ref()?;
+    let open = path == "/healthz" || (path == "/metrics" && !admin.metrics_require_token);
+    if open {
+        return None;
+    }
+    let presented = session
+        .req_header()
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let valid = presented.is_some_and(|p| bool::from(sha256(p).ct_eq(&token.sha256)));
+    if valid {
+        return None;
+    }
+    let peer = session
+        .client_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    tracing::warn!(
+        peer,
+        path,
+        reason = if presented.is_some() {
+            "wrong token"
+        } else {
+            "no token"
+        },
+        "admin API request refused"
+    );
+    let mut response = json_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "the admin API needs its bearer token (Authorization: Bearer ...)",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"tenantgate-admin\""),
+    );
+    Some(response)
+}
+
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -388,6 +442,11 @@ impl ServeHttp for AdminApi {
         }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
+        let applied = self.control.applied();
+        if let Some(refusal) = unauthorized(session, &applied.config.admin, &path) {
+            return refusal;
+        }
+        drop(applied);
         let query = session.req_header().uri.query().unwrap_or("").to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         let reading = method == Method::GET || method == Method::HEAD;

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (and, for `plan`, no change); 1 an invalid config, a refused change or a
 //! failure to start; 2 a usage error, or for `plan`, changes to apply.
 
+mod keys;
 mod remote;
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::model::HostRoute;
 use crate::config::model::Probe;
 use crate::config::{self, GatewayConfig, LoadError};
 use crate::demo::DemoBackends;
@@ -81,6 +83,15 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Tenant API keys in the config file: create (prints the key once), list, revoke.
+    Key {
+        #[arg(long, short, default_value = DEFAULT_CONFIG, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+    /// Make an admin API token: prints it, and the token_sha256 line for [admin].
+    AdminToken,
     /// The tenants of a running gateway: list, show, promote, roll back, suspend, activate.
     Tenants {
         #[command(flatten)]
@@ -88,6 +99,29 @@ enum Command {
         #[command(subcommand)]
         command: TenantsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Add a new key to TENANT; prints it once (only its SHA-256 goes into the file). The tenant's
+    /// other keys stay valid: rotate by creating a new key, then revoking the old one.
+    Create {
+        tenant: String,
+        /// When the key stops working: 30d, 12h, 90m, or an RFC 3339 time.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Print the key and its id as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (all tenants, or one) with their state: valid, expired, revoked.
+    List {
+        tenant: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mark a key revoked (from now on it is refused with 401 api_key_revoked).
+    Revoke { tenant: String, id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,6 +210,16 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
+        Command::Key { config, command } => match command {
+            KeyCommand::Create {
+                tenant,
+                expires,
+                json,
+            } => keys::create(&config, &tenant, expires.as_deref(), json),
+            KeyCommand::List { tenant, json } => keys::list(&config, tenant.as_deref(), json),
+            KeyCommand::Revoke { tenant, id } => keys::revoke(&config, &tenant, &id),
+        },
+        Command::AdminToken => keys::admin_token(),
         Command::Reload { admin } => remote::reload(&admin),
         Command::Plan { admin, against } => remote::plan(&admin, against.as_deref()),
         Command::Tenants { admin, command } => remote::tenants(&admin, command),
@@ -441,9 +485,12 @@ pub fn summary(c: &GatewayConfig) -> String {
     let _ = writeln!(out, "  hosts    {}", r.hosts.len());
     list(
         &mut out,
-        r.hosts
-            .iter()
-            .map(|h| format!("{} -> pool {}", h.host, h.pool)),
+        r.hosts.iter().map(|h| match &h.route {
+            HostRoute::Pool(pool) => format!("{} -> pool {pool}", h.host),
+            HostRoute::Claim => {
+                format!("{} -> the pool of the tenant its credential names", h.host)
+            }
+        }),
     );
     out
 }

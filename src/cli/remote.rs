@@ -68,6 +68,9 @@ impl Admin {
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())
         );
         let mut request = self.client.request(method, &url).header("x-actor", actor);
+        if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
+            request = request.bearer_auth(token.trim());
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -85,6 +88,9 @@ impl Admin {
         })
     }
 }
+
+/// The environment variable the CLI reads the admin API's token from.
+pub const ADMIN_TOKEN_ENV: &str = "TENANTGATE_ADMIN_TOKEN";
 
 /// An address to connect to for one the gateway listens on (`0.0.0.0` means this machine).
 fn reachable(listen: SocketAddr) -> SocketAddr {

@@ -421,6 +421,100 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
             .map_or_else(|| "off".to_owned(), |h| h.header_value())
     };
     setting("gateway.hsts", hsts(&o.tls.hsts), hsts(&n.tls.hsts), false);
+    let (oi, ni) = (&o.identity, &n.identity);
+    setting(
+        "gateway.tenant_source",
+        oi.tenant_source.as_str().to_owned(),
+        ni.tenant_source.as_str().to_owned(),
+        false,
+    );
+    let header =
+        |h: &Option<http::HeaderName>| h.as_ref().map_or("none", |h| h.as_str()).to_owned();
+    setting(
+        "gateway.api_key_header",
+        header(&oi.api_key_header),
+        header(&ni.api_key_header),
+        false,
+    );
+    setting(
+        "gateway.switch_tenant_header",
+        oi.switch_tenant_header.as_str().to_owned(),
+        ni.switch_tenant_header.as_str().to_owned(),
+        false,
+    );
+    setting("jwt", jwt_summary(&oi.jwt), jwt_summary(&ni.jwt), false);
+    let rules = |r: &[super::model::RouteRule]| {
+        let list: Vec<String> = r
+            .iter()
+            .map(|r| format!("{} needs {}", r.path_prefix, r.roles.join("|")))
+            .collect();
+        if list.is_empty() {
+            "none".to_owned()
+        } else {
+            list.join(", ")
+        }
+    };
+    setting(
+        "route_rules",
+        rules(&oi.route_rules),
+        rules(&ni.route_rules),
+        false,
+    );
+    let token = |t: &Option<super::model::AdminToken>| {
+        t.as_ref().map_or_else(
+            || "none".to_owned(),
+            |t| {
+                // Which token, without saying anything about it: a changed hash shows as a change.
+                format!(
+                    "{} ({})",
+                    t.source,
+                    &crate::identity::api_key::to_hex(&t.sha256)[..8]
+                )
+            },
+        )
+    };
+    setting(
+        "admin.token",
+        token(&old.admin.token),
+        token(&new.admin.token),
+        false,
+    );
+    setting(
+        "admin.metrics_require_token",
+        old.admin.metrics_require_token.to_string(),
+        new.admin.metrics_require_token.to_string(),
+        false,
+    );
+}
+
+/// `[jwt]` in one line: what it checks and which keys (by kid and algorithm) it trusts.
+fn jwt_summary(jwt: &Option<super::model::JwtConfig>) -> String {
+    let Some(j) = jwt else {
+        return "none".to_owned();
+    };
+    let keys: Vec<String> = j
+        .keys
+        .iter()
+        .map(|k| {
+            format!(
+                "{}:{:?}@{:08x}",
+                k.kid.as_deref().unwrap_or("-"),
+                k.alg,
+                k.digest as u32
+            )
+        })
+        .collect();
+    format!(
+        "iss={} aud={} tenant_claim={} tenants_claim={} roles_claim={} leeway={}s keys=[{}] jwks_url={}",
+        j.issuer.as_deref().unwrap_or("-"),
+        j.audience.join("|"),
+        j.tenant_claim,
+        j.tenants_claim.as_deref().unwrap_or("-"),
+        j.roles_claim,
+        j.leeway_seconds,
+        keys.join(" "),
+        j.jwks_url.as_ref().map_or("-", |u| u.url.as_str()),
+    )
 }
 
 fn certificates(old: &[CertificateConfig], new: &[CertificateConfig], out: &mut Vec<Change>) {
@@ -499,12 +593,12 @@ fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
         match before.get(h.host.as_str()) {
             None => out.push(Change::HostAdded {
                 host: h.host.clone(),
-                pool: h.pool.clone(),
+                pool: h.route.label(),
             }),
-            Some(o) if o.pool != h.pool => out.push(Change::HostMoved {
+            Some(o) if o.route != h.route => out.push(Change::HostMoved {
                 host: h.host.clone(),
-                from: o.pool.clone(),
-                to: h.pool.clone(),
+                from: o.route.label(),
+                to: h.route.label(),
             }),
             Some(_) => {}
         }
@@ -513,7 +607,7 @@ fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
     for h in old.iter().filter(|h| !after.contains_key(h.host.as_str())) {
         out.push(Change::HostRemoved {
             host: h.host.clone(),
-            pool: h.pool.clone(),
+            pool: h.route.label(),
         });
     }
 }
@@ -567,6 +661,15 @@ fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
         }
         if o.hsts != t.hsts {
             fields.push("hsts");
+        }
+        if o.tenant_source != t.tenant_source {
+            fields.push("tenant_source");
+        }
+        if o.api_keys != t.api_keys {
+            fields.push("api_keys");
+        }
+        if o.route_rules != t.route_rules {
+            fields.push("route_rules");
         }
         if !fields.is_empty() {
             out.push(Change::TenantEdited { id: id(), fields });

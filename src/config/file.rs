@@ -20,6 +20,10 @@ pub struct FileConfig {
     pub hosts: Vec<Entry<HostFile>>,
     /// `[[certificates]]`, in file order; `None` where an entry did not decode.
     pub certificates: Vec<Option<CertificateFile>>,
+    /// `[jwt]`: how bearer tokens are verified; without it, tokens are never accepted.
+    pub jwt: Option<JwtFile>,
+    /// `[[route_rules]]`: paths that need a role, for every tenant.
+    pub route_rules: Vec<Option<RouteRuleFile>>,
 }
 
 /// One `[section.<name>]` table.
@@ -57,6 +61,87 @@ pub struct GatewayFile {
     pub https_redirect_port: Option<u16>,
     /// `Strict-Transport-Security` on every HTTPS response (a tenant's own `hsts` wins).
     pub hsts: Option<HstsFile>,
+    /// Where the tenant of a request on a tenant's own host comes from (a tenant's own
+    /// `tenant_source` wins). Default `host`.
+    pub tenant_source: Option<TenantSourceFile>,
+    /// A header that carries an API key, besides `Authorization: Bearer`.
+    pub api_key_header: Option<String>,
+    /// The header with which a request picks one of the tenants its token lists. Default
+    /// `X-Switch-Tenant`.
+    pub switch_tenant_header: Option<String>,
+}
+
+/// `tenant_source`: what names the tenant of a request.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantSourceFile {
+    /// The Host header (or SNI): no credential needed.
+    Host,
+    /// A verified credential: the token's tenant claim, or the API key's tenant.
+    Claim,
+    /// Both, and they must agree.
+    HostAndClaim,
+}
+
+/// `[jwt]`: the tokens the gateway trusts and the claims it reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct JwtFile {
+    /// When set, a token's `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, a token's `aud` must contain it (a string or a list of accepted values).
+    pub audience: Option<StringOrList>,
+    /// The claim that names the tenant. Default `tid`.
+    pub tenant_claim: Option<String>,
+    /// The claim listing the tenants the subject may switch between.
+    pub tenants_claim: Option<String>,
+    /// The claim listing the subject's roles (a list, or a space-separated string). Default `roles`.
+    pub roles_claim: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`. Default 30.
+    pub leeway_seconds: Option<u64>,
+    /// A JWKS document (RFC 7517) on disk, reloaded with the config when it changes.
+    pub jwks_file: Option<String>,
+    /// A JWKS document fetched over HTTP(S), cached and refreshed.
+    pub jwks_url: Option<String>,
+    /// How often `jwks_url` is fetched again. Default 300.
+    pub jwks_refresh_seconds: Option<u64>,
+    /// Keys written in the config.
+    #[serde(default)]
+    pub keys: Vec<JwtKeyFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// `[[jwt.keys]]`: one verification key, bound to one algorithm.
+#[derive(Debug, Default, Deserialize)]
+pub struct JwtKeyFile {
+    pub kid: Option<String>,
+    /// HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA.
+    pub alg: Option<String>,
+    /// The shared secret of an HS* key, as written.
+    pub secret: Option<String>,
+    /// The environment variable holding the shared secret.
+    pub secret_env: Option<String>,
+    /// A public key (PEM, SubjectPublicKeyInfo) written inline.
+    pub public_key: Option<String>,
+    /// A public key PEM file, relative to the config file.
+    pub public_key_file: Option<String>,
+    /// The environment variable holding a public key PEM.
+    pub public_key_env: Option<String>,
+}
+
+/// `[[route_rules]]` (or `[[tenants.<id>.route_rules]]`): a path prefix that needs a role.
+#[derive(Debug, Default, Deserialize)]
+pub struct RouteRuleFile {
+    /// Matched by whole segments: `/admin` covers `/admin` and `/admin/x`, not `/administrator`.
+    pub path_prefix: Option<String>,
+    /// The request's token must carry at least one of these roles.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 /// `hsts = { ... }` in `[gateway]`.
@@ -97,6 +182,12 @@ pub struct AdminFile {
     /// Reload when the config file changes on disk (default); with `false`, only SIGHUP, the API
     /// and `tenantgate reload` do.
     pub watch_config: Option<bool>,
+    /// The SHA-256 (hex) of the bearer token the admin API asks for.
+    pub token_sha256: Option<String>,
+    /// The environment variable holding the admin API's bearer token.
+    pub token_env: Option<String>,
+    /// Ask for the token on `/metrics` too. Default `false` (scrapers often hold no secret).
+    pub metrics_require_token: Option<bool>,
 }
 
 /// `[pools.<name>]`: a set of interchangeable upstreams and how to use them.
@@ -166,6 +257,28 @@ pub struct TenantFile {
     pub https_redirect: Option<bool>,
     /// Overrides whether this tenant's HTTPS responses carry `[gateway] hsts`.
     pub hsts: Option<bool>,
+    /// Overrides `[gateway] tenant_source` for this tenant's hosts.
+    pub tenant_source: Option<TenantSourceFile>,
+    /// Keys that act for this tenant; only their hashes are kept.
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyFile>,
+    /// Paths of this tenant that need a role, besides the global `[[route_rules]]`.
+    #[serde(default)]
+    pub route_rules: Vec<RouteRuleFile>,
+}
+
+/// `[[tenants.<id>.api_keys]]`: written by `tenantgate key create`, never holding the key itself.
+#[derive(Debug, Default, Deserialize)]
+pub struct ApiKeyFile {
+    pub id: Option<String>,
+    /// SHA-256 of the whole key, hex.
+    pub sha256: Option<String>,
+    /// RFC 3339.
+    pub created: Option<String>,
+    /// RFC 3339; the key is refused from then on.
+    pub expires: Option<String>,
+    /// RFC 3339; set by `key revoke`, the key is refused from then on.
+    pub revoked: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -185,4 +298,7 @@ pub enum TenantStatusFile {
 #[derive(Debug, Default, Deserialize)]
 pub struct HostFile {
     pub pool: Option<String>,
+    /// `claim`: a shared host (an API host) whose requests act for the tenant their credential
+    /// names, routed to that tenant's pool. Default `host`: the reserved host's own `pool`.
+    pub tenant_source: Option<TenantSourceFile>,
 }

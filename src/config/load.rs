@@ -25,6 +25,8 @@ pub const SECTIONS: &[&str] = &[
     "pools",
     "tenants",
     "hosts",
+    "jwt",
+    "route_rules",
 ];
 
 /// Reads, decodes and validates the file at `path`.
@@ -89,6 +91,8 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
             "tenants" => file.tenants = decode_entries(value, &at, &mut errors),
             "hosts" => file.hosts = decode_entries(value, &at, &mut errors),
             "certificates" => file.certificates = decode_list(value, &at, &mut errors),
+            "jwt" => file.jwt = decode(value, &at, &mut errors),
+            "route_rules" => file.route_rules = decode_list(value, &at, &mut errors),
             other => errors.push(ConfigError {
                 span: Some(key.span()),
                 ..ConfigError::at_key(

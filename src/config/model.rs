@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
+use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::certificate::ServingCertificate;
@@ -45,6 +46,25 @@ pub struct AdminSettings {
     /// Absolute (resolved against the config file's folder).
     pub audit_log: PathBuf,
     pub watch_config: bool,
+    /// `None`: the admin API asks for no token (it then listens on loopback only).
+    pub token: Option<AdminToken>,
+    pub metrics_require_token: bool,
+}
+
+/// The admin API's bearer token, as its SHA-256: the token itself is never kept in the config.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken {
+    pub sha256: [u8; 32],
+    /// Where it came from (`token_sha256`, or `token_env = "NAME"`), for plans and status.
+    pub source: String,
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminToken")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the routing table is built from.
@@ -61,6 +81,153 @@ pub struct RoutingConfig {
     pub tenants: Vec<TenantConfig>,
     pub hosts: Vec<HostConfig>,
     pub tls: TlsConfig,
+    pub identity: IdentityConfig,
+}
+
+/// How a request proves whom it acts for: tokens, API keys, the tenant source, role rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityConfig {
+    /// For tenants' own hosts, unless the tenant says otherwise.
+    pub tenant_source: TenantSource,
+    /// A header carrying an API key, besides `Authorization: Bearer`.
+    pub api_key_header: Option<HeaderName>,
+    pub switch_tenant_header: HeaderName,
+    pub jwt: Option<JwtConfig>,
+    /// Apply to every tenant, besides each tenant's own.
+    pub route_rules: Vec<RouteRule>,
+}
+
+pub const DEFAULT_SWITCH_TENANT_HEADER: &str = "x-switch-tenant";
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            tenant_source: TenantSource::Host,
+            api_key_header: None,
+            switch_tenant_header: HeaderName::from_static(DEFAULT_SWITCH_TENANT_HEADER),
+            jwt: None,
+            route_rules: Vec::new(),
+        }
+    }
+}
+
+/// What names the tenant of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TenantSource {
+    /// The Host header; no credential is needed (route rules may still ask for one).
+    Host,
+    /// A verified credential: a token's tenant claim, or an API key's tenant.
+    Claim,
+    /// Both, and they must name the same tenant.
+    HostAndClaim,
+}
+
+impl TenantSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantSource::Host => "host",
+            TenantSource::Claim => "claim",
+            TenantSource::HostAndClaim => "host_and_claim",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub issuer: Option<String>,
+    /// Empty: `aud` is not checked.
+    pub audience: Vec<String>,
+    pub tenant_claim: String,
+    pub tenants_claim: Option<String>,
+    pub roles_claim: String,
+    pub leeway_seconds: u64,
+    /// From `[[jwt.keys]]` and `jwks_file`.
+    pub keys: Vec<JwtKey>,
+    pub jwks_file: Option<JwksFile>,
+    pub jwks_url: Option<JwksUrl>,
+}
+
+pub const DEFAULT_TENANT_CLAIM: &str = "tid";
+pub const DEFAULT_ROLES_CLAIM: &str = "roles";
+pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
+
+/// A verification key bound to one algorithm: a token signed with any other is refused, whatever
+/// its header says (no RS256/HS256 confusion).
+#[derive(Clone)]
+pub struct JwtKey {
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    /// Where it was written (`jwt.keys[0]`, `jwks_file`, `jwks_url`), for operators.
+    pub origin: String,
+    /// Of the key material, to tell a changed key from the same one.
+    pub digest: u64,
+    pub key: Arc<DecodingKey>,
+}
+
+impl PartialEq for JwtKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.kid == other.kid
+            && self.alg == other.alg
+            && self.origin == other.origin
+            && self.digest == other.digest
+    }
+}
+
+impl Eq for JwtKey {}
+
+impl std::fmt::Debug for JwtKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksFile {
+    pub label: String,
+    pub path: PathBuf,
+    /// Of the file's bytes, to see that it changed on disk.
+    pub file_digest: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksUrl {
+    pub url: String,
+    pub refresh: Duration,
+}
+
+/// Requests under `path_prefix` need a token carrying one of `roles`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    /// Starts with `/`, no trailing `/` (except the root itself).
+    pub path_prefix: String,
+    pub roles: Vec<String>,
+}
+
+/// One API key of a tenant, as its hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    pub id: String,
+    pub sha256: [u8; 32],
+    /// Unix seconds.
+    pub created: i64,
+    pub expires: Option<i64>,
+    pub revoked: Option<i64>,
+}
+
+impl std::fmt::Debug for ApiKeyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyConfig")
+            .field("id", &self.id)
+            .field("created", &self.created)
+            .field("expires", &self.expires)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the HTTPS side serves: certificates, and how plain HTTP is pointed at it.
@@ -264,6 +431,10 @@ pub struct TenantConfig {
     /// `None`: as `[gateway]` says.
     pub https_redirect: Option<bool>,
     pub hsts: Option<bool>,
+    /// `None`: as `[gateway]` says.
+    pub tenant_source: Option<TenantSource>,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub route_rules: Vec<RouteRule>,
 }
 
 /// `percent` (1 to 99) of a tenant's requests go to `pool`, the rest to the tenant's own pool.
@@ -277,5 +448,31 @@ pub struct CanaryConfig {
 pub struct HostConfig {
     /// Canonical host name.
     pub host: String,
-    pub pool: String,
+    pub route: HostRoute,
+}
+
+/// Where a reserved host's requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRoute {
+    /// To this pool, with no tenant.
+    Pool(String),
+    /// To the pool of the tenant the request's credential names (a shared API host).
+    Claim,
+}
+
+impl HostRoute {
+    /// The pool's name, or `tenant's pool` for a shared host, for plans and listings.
+    pub fn label(&self) -> String {
+        match self {
+            HostRoute::Pool(p) => p.clone(),
+            HostRoute::Claim => "(the credential's tenant's pool)".to_owned(),
+        }
+    }
+
+    pub fn pool(&self) -> Option<&str> {
+        match self {
+            HostRoute::Pool(p) => Some(p),
+            HostRoute::Claim => None,
+        }
+    }
 }

@@ -193,7 +193,7 @@ fn unknown_sections_and_tenants_without_pools_are_refused() {
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts"#,
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules"#,
             r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
         ]
     );
@@ -207,6 +207,7 @@ http_listen = "127.0.0.1:8080"
 
 [admin]
 listen = "0.0.0.0:8080"
+token_sha256 = "0000000000000000000000000000000000000000000000000000000000000000"
 
 [pools.p]
 upstreams = ["127.0.0.1", "127.0.0.1:0", "127.0.0.1:99999", "localhost:9001", "127.0.0.1:9001"]
@@ -518,4 +519,74 @@ key = "other.key"
         );
         assert!(all.contains("there is no https_listen"), "{all}");
     }
+}
+
+#[test]
+fn identity_settings_are_checked_together() {
+    let text = r#"
+[gateway]
+base_domains = ["yourapp.test"]
+tenant_source = "host_and_claim"
+api_key_header = "Authorization"
+
+[admin]
+listen = "0.0.0.0:9900"
+
+[jwt]
+leeway_seconds = 10
+jwks_refresh_seconds = 60
+
+[[jwt.keys]]
+kid = "a"
+alg = "HS256"
+secret = "short"
+
+[[jwt.keys]]
+kid = "b"
+alg = "RS256"
+secret = "0123456789abcdef0123456789abcdef"
+
+[[jwt.keys]]
+kid = "c"
+alg = "XS1"
+
+[[route_rules]]
+path_prefix = "admin"
+roles = []
+
+[pools.p]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "p"
+[[tenants.acme.api_keys]]
+id = "k1"
+sha256 = "abc"
+created = "yesterday"
+
+[hosts."api.yourapp.test"]
+tenant_source = "claim"
+pool = "p"
+"#;
+    let errs = errors(text);
+    let expect = [
+        "gateway.api_key_header: \"Authorization\" is a header the gateway sets or reads",
+        "admin.listen: 0.0.0.0:9900 is reachable from other hosts, and the admin API has no token",
+        "jwt.jwks_refresh_seconds: only applies to jwks_url",
+        "jwt.keys[0].secret: the secret is 5 bytes",
+        "jwt.keys[1].secret: RS256 needs a public key, not a secret",
+        "jwt.keys[2].alg: \"XS1\" is not an algorithm",
+        "route_rules[0].path_prefix: \"admin\" must start with '/'",
+        "route_rules[0].roles: needs at least one role",
+        "tenants.acme.api_keys[0].sha256: must be 64 hexadecimal characters",
+        "tenants.acme.api_keys[0].created: \"yesterday\" is not an RFC 3339 time",
+        "hosts.\"api.yourapp.test\".pool: a host with tenant_source = \"claim\"",
+    ];
+    for e in expect {
+        assert!(
+            errs.iter().any(|got| got.contains(e)),
+            "missing {e:?} in {errs:#?}"
+        );
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
 }

@@ -62,6 +62,104 @@ pub fn edit_tenant(text: &str, id: &str, edits: &[TenantEdit]) -> Result<String,
     Ok(doc.to_string())
 }
 
+/// One `[[tenants.<id>.api_keys]]` entry as `key create` writes it.
+#[derive(Debug, Clone)]
+pub struct ApiKeyEntry {
+    pub id: String,
+    pub sha256: String,
+    pub created: String,
+    pub expires: Option<String>,
+}
+
+/// `text` with `entry` appended to the tenant's `api_keys`, in the style the tenant is written in
+/// (an `[[tenants.<id>.api_keys]]` table, or an inline list for an inline tenant).
+pub fn add_api_key(text: &str, id: &str, entry: &ApiKeyEntry) -> Result<String, EditError> {
+    let mut doc = parse(text)?;
+    let tenant = tenant_mut(&mut doc, id)?;
+    let mut fields = vec![
+        ("id", Value::from(entry.id.as_str())),
+        ("sha256", Value::from(entry.sha256.as_str())),
+        ("created", Value::from(entry.created.as_str())),
+    ];
+    if let Some(expires) = &entry.expires {
+        fields.push(("expires", Value::from(expires.as_str())));
+    }
+    let is_table = tenant.is_table();
+    let Some(tenant) = tenant.as_table_like_mut() else {
+        return Err(EditError::NoTenant(id.to_owned()));
+    };
+    match tenant.get_mut("api_keys") {
+        Some(Item::ArrayOfTables(list)) => {
+            let mut table = toml_edit::Table::new();
+            for (k, v) in fields {
+                table.insert(k, Item::Value(v));
+            }
+            list.push(table);
+        }
+        Some(Item::Value(Value::Array(list))) => {
+            list.push(Value::InlineTable(fields.into_iter().collect()));
+        }
+        Some(_) => {
+            return Err(EditError::Parse(format!(
+                "tenants.{id}.api_keys is not a list"
+            )))
+        }
+        None if is_table => {
+            let mut table = toml_edit::Table::new();
+            for (k, v) in fields {
+                table.insert(k, Item::Value(v));
+            }
+            let mut list = toml_edit::ArrayOfTables::new();
+            list.push(table);
+            tenant.insert("api_keys", Item::ArrayOfTables(list));
+        }
+        None => {
+            let mut list = toml_edit::Array::new();
+            list.push(Value::InlineTable(fields.into_iter().collect()));
+            tenant.insert("api_keys", Item::Value(Value::Array(list)));
+        }
+    }
+    Ok(doc.to_string())
+}
+
+/// `text` with the tenant's key `key_id` marked `revoked = when`; `None` when it has no such key.
+pub fn revoke_api_key(
+    text: &str,
+    id: &str,
+    key_id: &str,
+    when: &str,
+) -> Result<Option<String>, EditError> {
+    let mut doc = parse(text)?;
+    let tenant = tenant_mut(&mut doc, id)?
+        .as_table_like_mut()
+        .ok_or_else(|| EditError::NoTenant(id.to_owned()))?;
+    let matches = |t: &dyn TableLike| t.get("id").and_then(Item::as_str) == Some(key_id);
+    let found = match tenant.get_mut("api_keys") {
+        Some(Item::ArrayOfTables(list)) => list.iter_mut().find(|t| matches(*t)).map(|t| {
+            set(t, "revoked", Value::from(when));
+        }),
+        Some(Item::Value(Value::Array(list))) => list
+            .iter_mut()
+            .filter_map(Value::as_inline_table_mut)
+            .find(|t| matches(*t))
+            .map(|t| set(t, "revoked", Value::from(when))),
+        _ => None,
+    };
+    Ok(found.map(|_| doc.to_string()))
+}
+
+fn parse(text: &str) -> Result<DocumentMut, EditError> {
+    text.parse()
+        .map_err(|e: toml_edit::TomlError| EditError::Parse(e.to_string()))
+}
+
+fn tenant_mut<'a>(doc: &'a mut DocumentMut, id: &str) -> Result<&'a mut Item, EditError> {
+    doc.get_mut("tenants")
+        .and_then(|t| t.get_mut(id))
+        .filter(|t| t.is_table_like())
+        .ok_or_else(|| EditError::NoTenant(id.to_owned()))
+}
+
 /// Sets `key`, keeping the comments around an existing value (`pool = "x"  # why`).
 fn set(table: &mut dyn TableLike, key: &str, mut value: Value) {
     match table.get_mut(key).and_then(Item::as_value_mut) {

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
 use crate::config::diff::{diff, Change};
-use crate::config::model::{CaBundle, TenantConfig};
+use crate::config::model::{CaBundle, JwksFile, TenantConfig};
 use crate::config::{load_str, ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, TableHandle};
@@ -60,7 +60,12 @@ pub fn referenced_files(config: &GatewayConfig) -> Vec<&Path> {
         .iter()
         .flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
     let cas = upstream_cas(config).map(|ca| ca.path.as_path());
-    certificates.chain(cas).collect()
+    let jwks = jwks_file(config).map(|j| j.path.as_path());
+    certificates.chain(cas).chain(jwks).collect()
+}
+
+fn jwks_file(config: &GatewayConfig) -> Option<&JwksFile> {
+    config.routing.identity.jwt.as_ref()?.jwks_file.as_ref()
 }
 
 /// The CA bundles the config's pools verify their upstreams with.
@@ -81,6 +86,9 @@ fn loaded_files_digest(config: &GatewayConfig) -> u64 {
     for ca in upstream_cas(config) {
         ca.file_digest.hash(&mut h);
     }
+    if let Some(jwks) = jwks_file(config) {
+        jwks.file_digest.hash(&mut h);
+    }
     h.finish()
 }
 
@@ -97,6 +105,12 @@ fn disk_files_digest(config: &GatewayConfig) -> u64 {
     }
     for ca in upstream_cas(config) {
         match read(&ca.path) {
+            Some(bytes) => file_digest(&bytes).hash(&mut h),
+            None => return u64::MAX,
+        }
+    }
+    if let Some(jwks) = jwks_file(config) {
+        match read(&jwks.path) {
             Some(bytes) => file_digest(&bytes).hash(&mut h),
             None => return u64::MAX,
         }

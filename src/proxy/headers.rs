@@ -12,6 +12,7 @@ use http::Uri;
 use pingora::http::RequestHeader;
 use pingora::Result;
 
+use crate::identity::{AuthMethod, Principal};
 use crate::request_id::{is_valid_request_id, new_request_id, REQUEST_ID_HEADER};
 use crate::routing::host::BadHost;
 
@@ -23,6 +24,19 @@ pub const X_FORWARDED_FOR_WIRE: &str = "X-Forwarded-For";
 pub const X_FORWARDED_PROTO_WIRE: &str = "X-Forwarded-Proto";
 pub const X_FORWARDED_HOST_WIRE: &str = "X-Forwarded-Host";
 pub const X_REQUEST_ID_WIRE: &str = "X-Request-ID";
+
+/// What the upstream is told about a verified credential. Only the gateway sets them: client copies
+/// are always removed, whether or not the request carried a credential.
+pub const X_AUTH_SUBJECT_WIRE: &str = "X-Auth-Subject";
+pub const X_AUTH_ROLES_WIRE: &str = "X-Auth-Roles";
+pub const X_AUTH_METHOD_WIRE: &str = "X-Auth-Method";
+pub const X_AUTH_KEY_ID_WIRE: &str = "X-Auth-Key-Id";
+const IDENTITY_HEADERS: [HeaderName; 4] = [
+    HeaderName::from_static("x-auth-subject"),
+    HeaderName::from_static("x-auth-roles"),
+    HeaderName::from_static("x-auth-method"),
+    HeaderName::from_static("x-auth-key-id"),
+];
 
 /// The host a request is for: its Host header, or the HTTP/2 `:authority` (the request URI's
 /// authority). When both are present they must agree; more than one Host header is refused.
@@ -90,21 +104,40 @@ pub struct Forwarded<'a> {
     /// `http` or `https`, as the client connected.
     pub proto: &'static str,
     pub request_id: &'a HeaderValue,
+    /// The verified credential, if the request needed one.
+    pub identity: Option<&'a Principal>,
+    /// Consumed by the gateway; not passed on.
+    pub switch_tenant_header: &'a HeaderName,
 }
 
-/// Rewrites the upstream request's headers: the tenant header (client copies removed first), the
-/// `X-Forwarded-*` set and `X-Request-ID`.
+/// Rewrites the upstream request's headers: the tenant and identity headers (client copies removed
+/// first), the `X-Forwarded-*` set and `X-Request-ID`.
 pub fn forward_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()> {
-    while let Some(spoofed) = req
-        .headers
-        .keys()
-        .find(|name| spells_like(name, f.tenant_header))
-        .cloned()
-    {
+    let protected = |name: &HeaderName| {
+        spells_like(name, f.tenant_header)
+            || spells_like(name, f.switch_tenant_header)
+            || IDENTITY_HEADERS.iter().any(|h| spells_like(name, h))
+    };
+    while let Some(spoofed) = req.headers.keys().find(|name| protected(name)).cloned() {
         req.remove_header(&spoofed);
     }
     if let Some(tenant) = f.tenant {
         req.insert_header(f.tenant_header_spelling, tenant.clone())?;
+    }
+    if let Some(identity) = f.identity {
+        req.insert_header(X_AUTH_METHOD_WIRE, identity.method.as_str())?;
+        if let Some(subject) = identity.subject.as_deref().and_then(header_text) {
+            req.insert_header(X_AUTH_SUBJECT_WIRE, subject)?;
+        }
+        if let Some(key_id) = identity.key_id.as_deref().and_then(header_text) {
+            req.insert_header(X_AUTH_KEY_ID_WIRE, key_id)?;
+        }
+        if identity.method == AuthMethod::Jwt {
+            let roles = identity.roles.join(",");
+            if let Some(roles) = header_text(&roles) {
+                req.insert_header(X_AUTH_ROLES_WIRE, roles)?;
+            }
+        }
     }
 
     if let Some(ip) = f.client_ip {
@@ -126,6 +159,12 @@ pub fn forward_headers(req: &mut RequestHeader, f: &Forwarded<'_>) -> Result<()>
     }
     req.insert_header(X_REQUEST_ID_WIRE, f.request_id.clone())?;
     Ok(())
+}
+
+/// A claim as a header value; `None` for text a header cannot carry (control characters), which is
+/// then left out rather than sent altered.
+fn header_text(text: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(text).ok()
 }
 
 /// `previous, values, client` as one header value (several client lines are one list, RFC 9110).
@@ -227,6 +266,7 @@ mod tests {
         ]);
         let tenant = HeaderValue::from_static("acme");
         let id = HeaderValue::from_static("rid-1");
+        let switch = HeaderName::from_static("x-switch-tenant");
         let f = Forwarded {
             tenant_header: &tenant_header,
             tenant_header_spelling: "X-Tenant-ID",
@@ -234,6 +274,8 @@ mod tests {
             client_ip: Some("::ffff:192.0.2.7".parse().expect("ip")),
             proto: "http",
             request_id: &id,
+            identity: None,
+            switch_tenant_header: &switch,
         };
         forward_headers(&mut r, &f).expect("forward");
         assert_eq!(values(&r, "x-tenant-id"), ["acme"]);
@@ -289,6 +331,7 @@ mod tests {
         let tenant_header = HeaderName::from_static("x-tenant-id");
         let mut r = req(&[("X-Tenant-ID", "evil"), ("Host", "admin.yourapp.test")]);
         let id = HeaderValue::from_static("rid");
+        let switch = HeaderName::from_static("x-switch-tenant");
         let f = Forwarded {
             tenant_header: &tenant_header,
             tenant_header_spelling: "X-Tenant-ID",
@@ -296,6 +339,8 @@ mod tests {
             client_ip: None,
             proto: "http",
             request_id: &id,
+            identity: None,
+            switch_tenant_header: &switch,
         };
         forward_headers(&mut r, &f).expect("forward");
         assert!(r.headers.get("x-tenant-id").is_none());
@@ -324,5 +369,56 @@ mod tests {
     fn acme_challenges_stay_on_plain_http() {
         let uri: Uri = "/.well-known/acme-challenge/token123".parse().unwrap();
         assert!(https_location("acme.yourapp.test", 443, &uri).is_none());
+    }
+
+    #[test]
+    fn identity_headers_are_the_gateways_own() {
+        let tenant_header = HeaderName::from_static("x-tenant-id");
+        let switch = HeaderName::from_static("x-switch-tenant");
+        let mut r = req(&[
+            ("X-Auth-Subject", "admin"),
+            ("X_Auth_Roles", "admin"),
+            ("x-auth-method", "jwt"),
+            ("X-Auth-Key-Id", "k"),
+            ("X-Switch-Tenant", "globex"),
+            ("Host", "api.yourapp.test"),
+        ]);
+        let id = HeaderValue::from_static("rid-1");
+        let tenant = HeaderValue::from_static("acme");
+        let principal = Principal {
+            method: AuthMethod::Jwt,
+            tenant: Some("acme".into()),
+            tenants: vec![],
+            subject: Some("user-1".into()),
+            roles: vec!["admin".into(), "billing".into()],
+            key_id: None,
+        };
+        let f = Forwarded {
+            tenant_header: &tenant_header,
+            tenant_header_spelling: "X-Tenant-ID",
+            tenant: Some(&tenant),
+            client_ip: None,
+            proto: "https",
+            request_id: &id,
+            identity: Some(&principal),
+            switch_tenant_header: &switch,
+        };
+        forward_headers(&mut r, &f).expect("forward");
+        assert_eq!(values(&r, "x-auth-subject"), ["user-1"]);
+        assert_eq!(values(&r, "x-auth-roles"), ["admin,billing"]);
+        assert_eq!(values(&r, "x-auth-method"), ["jwt"]);
+        assert!(r.headers.get("x-auth-key-id").is_none());
+        assert!(r.headers.get("x-switch-tenant").is_none());
+        assert!(r.headers.keys().all(|k| !k.as_str().contains('_')));
+
+        // Without a verified credential, client copies are removed and nothing is set.
+        let mut r = req(&[("X-Auth-Subject", "admin"), ("X-Auth-Method", "jwt")]);
+        let f = Forwarded {
+            identity: None,
+            ..f
+        };
+        forward_headers(&mut r, &f).expect("forward");
+        assert!(r.headers.get("x-auth-subject").is_none());
+        assert!(r.headers.get("x-auth-method").is_none());
     }
 }

@@ -3,9 +3,9 @@
 //!
 //! ```text
 //!  request ──► request_filter ──► upstream_peer ──► upstream_request_filter ──► upstream
-//!              (request id,        (pick upstream;    (tenant header,
-//!               resolve tenant)     retry elsewhere    X-Forwarded-*,
-//!                  │                after a failed     X-Request-ID)
+//!              (request id,        (pick upstream;    (tenant and identity
+//!               resolve tenant,     retry elsewhere    headers, X-Forwarded-*,
+//!               verify credential)  after a failed     X-Request-ID)
 //!                  │                connection) ◄── fail_to_connect (eject, retry)
 //!                  ▼                    │
 //!           JSON error ◄──── fail_to_proxy (no healthy upstream, timeouts, ...)
@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
     CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, STRICT_TRANSPORT_SECURITY,
+    WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, StatusCode};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -31,6 +32,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::gateway_error::GatewayError;
+use crate::identity::Principal;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
 use crate::routing::{Route, RoutingTable, TableHandle};
@@ -74,6 +76,8 @@ pub struct RequestCtx {
     in_flight: Option<InFlight>,
     /// Set when the gateway answers the request itself.
     error: Option<GatewayError>,
+    /// The verified credential, when the request needed one.
+    principal: Option<Principal>,
 }
 
 impl RequestCtx {
@@ -116,13 +120,15 @@ impl ProxyHttp for Gateway {
             attempts: 0,
             in_flight: None,
             error: None,
+            principal: None,
         }
     }
 
-    /// Picks the request id, resolves the tenant from the host, checks the connection suits it
+    /// Picks the request id, resolves the tenant from the host (and the credential, where the tenant
+    /// source or a route rule asks for one), checks the connection suits it
     /// (SNI of the same tenant over TLS, redirect to HTTPS over plain HTTP) and chooses the first
-    /// upstream. `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant,
-    /// misdirected, redirect, no healthy upstream) and the request ends here, with the client
+    /// upstream. `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant, refused
+    /// credential, misdirected, redirect, no healthy upstream) and the request ends here, with the client
     /// connection still usable.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if self.draining.load(Ordering::Relaxed) {
@@ -136,14 +142,22 @@ impl ProxyHttp for Gateway {
             request_host(&req.headers, &req.uri).and_then(|raw| normalize_host(raw, &mut buf));
         let decision = match host {
             Err(_) => Decision::Refuse(GatewayError::BadHost),
-            Ok(host) => match ctx.table.resolve(host, fastrand::u8(..100)) {
+            Ok(host) => match ctx.table.admit_request(
+                host,
+                &req.headers,
+                req.uri.path(),
+                fastrand::u8(..100),
+                unix_now(),
+            ) {
                 Err(refused) => {
                     ctx.tenant = refused.tenant;
                     Decision::Refuse(refused.error)
                 }
-                Ok(route) => {
+                Ok(admitted) => {
+                    let route = admitted.route;
                     ctx.route = Some(route);
                     ctx.tenant = route.tenant;
+                    ctx.principal = admitted.principal;
                     admit(&ctx.table, route, host, connection, &req.uri)
                 }
             },
@@ -239,6 +253,8 @@ impl ProxyHttp for Gateway {
             client_ip,
             proto: if is_tls(session) { "https" } else { "http" },
             request_id: &ctx.request_id,
+            identity: ctx.principal.as_ref(),
+            switch_tenant_header: &ctx.table.identity().switch_tenant_header,
         };
         forward_headers(upstream_request, &forwarded)
     }
@@ -419,8 +435,25 @@ async fn respond_with_error(
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
     resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
+    if error.is_unauthenticated() {
+        resp.insert_header(WWW_AUTHENTICATE, bearer_challenge(error))?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// RFC 6750's challenge: `invalid_token` for a credential that failed, none when there was none.
+fn bearer_challenge(error: GatewayError) -> HeaderValue {
+    match error {
+        GatewayError::MissingCredentials => HeaderValue::from_static("Bearer realm=\"tenantgate\""),
+        _ => HeaderValue::from_static("Bearer realm=\"tenantgate\", error=\"invalid_token\""),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn log_access(session: &Session, ctx: &RequestCtx, status: u16, elapsed: std::time::Duration) {
@@ -452,6 +485,12 @@ fn log_access(session: &Session, ctx: &RequestCtx, status: u16, elapsed: std::ti
         pool = pool.map_or("-", |p| p.name()),
         upstream,
         attempts = ctx.attempts,
+        auth = ctx.principal.as_ref().map_or("-", |p| p.method.as_str()),
+        subject = ctx
+            .principal
+            .as_ref()
+            .and_then(|p| p.subject.as_deref().or(p.key_id.as_deref()))
+            .unwrap_or("-"),
         // From whole microseconds, so it prints as 1.155 rather than 1.1549189999999998.
         duration_ms = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX) as f64 / 1000.0,
         "request"

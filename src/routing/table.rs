@@ -12,8 +12,11 @@ use foldhash::fast::RandomState;
 use http::{HeaderName, HeaderValue};
 
 use super::host::label_below;
-use crate::config::model::RoutingConfig;
+use crate::config::model::{RouteRule, RoutingConfig, TenantSource};
 use crate::gateway_error::GatewayError;
+use crate::identity::api_key::TenantKeys;
+use crate::identity::jwks::RemoteKeys;
+use crate::identity::jwt::JwtVerifier;
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::store::CertificateStore;
 use crate::upstream::Pool;
@@ -36,6 +39,10 @@ pub struct Tenant {
     pub https_redirect: bool,
     /// HTTPS responses carry `Strict-Transport-Security`.
     pub hsts: bool,
+    /// What names the tenant on this tenant's own hosts.
+    pub tenant_source: TenantSource,
+    pub api_keys: TenantKeys,
+    pub route_rules: Box<[RouteRule]>,
 }
 
 /// `percent` of a tenant's requests go to `pool`; `stats` counts how they fare, for the promotion's
@@ -71,11 +78,31 @@ impl CanaryStats {
     }
 }
 
-/// A `[hosts]` entry: routed to a pool, but not a tenant (requests carry no tenant header).
+/// A `[hosts]` entry: routed to a pool, but not a tenant (requests carry no tenant header); or a
+/// shared host whose requests go where their credential's tenant goes (`pool` is `None`).
 #[derive(Debug)]
 pub struct ReservedHost {
     pub host: String,
-    pub pool: usize,
+    pub pool: Option<usize>,
+}
+
+/// What a host name leads to, before any credential is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Tenant(usize),
+    /// A reserved host with its own pool.
+    Reserved(usize),
+    /// A shared host: the credential names the tenant.
+    Shared,
+}
+
+/// The table's part of identity: verifiers and rules that apply to every tenant.
+#[derive(Debug)]
+pub struct IdentityTable {
+    pub jwt: Option<JwtVerifier>,
+    pub api_key_header: Option<HeaderName>,
+    pub switch_tenant_header: HeaderName,
+    pub route_rules: Box<[RouteRule]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +161,7 @@ pub struct RoutingTable {
     https_redirect: bool,
     hosts_hsts: bool,
     hsts: Option<HeaderValue>,
+    identity: IdentityTable,
 }
 
 /// Whose traffic a host name carries, to tell whether two names (a connection's SNI, a request's
@@ -212,6 +240,9 @@ impl RoutingTable {
                     https_redirect: tls.redirect_port.is_some()
                         && t.https_redirect.unwrap_or(tls.https_redirect),
                     hsts: t.hsts.unwrap_or(tls.hsts.is_some()),
+                    tenant_source: t.tenant_source.unwrap_or(config.identity.tenant_source),
+                    api_keys: TenantKeys::new(&t.api_keys),
+                    route_rules: t.route_rules.clone().into_boxed_slice(),
                 }
             })
             .collect();
@@ -223,7 +254,7 @@ impl RoutingTable {
                 exact.insert(Box::from(h.host.as_str()), Destination::Reserved(i));
                 ReservedHost {
                     host: h.host.clone(),
-                    pool: pool_of(&h.pool),
+                    pool: h.route.pool().map(pool_of),
                 }
             })
             .collect();
@@ -231,7 +262,7 @@ impl RoutingTable {
         for pool in tenants
             .iter()
             .map(|t| t.pool)
-            .chain(hosts.iter().map(|h| h.pool))
+            .chain(hosts.iter().filter_map(|h| h.pool))
         {
             if let Some(n) = pool_users.get_mut(pool) {
                 *n += 1;
@@ -261,6 +292,7 @@ impl RoutingTable {
             https_redirect: tls.https_redirect && tls.redirect_port.is_some(),
             hosts_hsts: tls.hsts.is_some(),
             hsts: hsts_value,
+            identity: identity_table(config, previous),
         }
     }
 
@@ -318,39 +350,74 @@ impl RoutingTable {
     /// Where a request for `host` (canonical: see `host::normalize_host`) goes. Exact hosts win over
     /// subdomains of a base domain; only a single label below a base domain is a tenant. `roll`
     /// (0 to 99, random per request) sends a tenant's canary share to its canary pool.
+    /// (Host-only: a shared host, whose tenant a credential names, is refused here; requests go
+    /// through `admit_request`.)
     pub fn resolve(&self, host: &str, roll: u8) -> Result<Route, Refused> {
+        match self.target(host)? {
+            Target::Tenant(i) => self.route_tenant(i, roll),
+            Target::Reserved(i) => self.route_reserved(i),
+            Target::Shared => Err(Refused {
+                error: GatewayError::MissingCredentials,
+                tenant: None,
+            }),
+        }
+    }
+
+    /// What `host` (canonical) names, before any credential is looked at.
+    pub fn target(&self, host: &str) -> Result<Target, Refused> {
         let destination = match self.exact.get(host) {
             Some(&d) => d,
             None => Destination::Tenant(self.subdomain_tenant(host).ok_or_else(Refused::unknown)?),
         };
-        match destination {
-            Destination::Tenant(i) => {
-                let tenant = self.tenants.get(i).ok_or_else(Refused::unknown)?;
-                if tenant.status == TenantStatus::Suspended {
-                    return Err(Refused {
-                        error: GatewayError::TenantSuspended,
-                        tenant: Some(i),
-                    });
-                }
-                let (pool, canary) = match &tenant.canary {
-                    Some(c) if roll < c.percent => (c.pool, true),
-                    _ => (tenant.pool, false),
-                };
-                Ok(Route {
-                    tenant: Some(i),
-                    pool,
-                    canary,
-                })
-            }
-            Destination::Reserved(i) => {
-                let host = self.hosts.get(i).ok_or_else(Refused::unknown)?;
-                Ok(Route {
-                    tenant: None,
-                    pool: host.pool,
-                    canary: false,
-                })
-            }
+        Ok(match destination {
+            Destination::Tenant(i) => Target::Tenant(i),
+            Destination::Reserved(i) => match self.hosts.get(i).and_then(|h| h.pool) {
+                Some(_) => Target::Reserved(i),
+                None => Target::Shared,
+            },
+        })
+    }
+
+    /// Tenant `i`'s route, unless it is suspended; `roll` (0 to 99) sends its canary share to the
+    /// canary pool.
+    pub fn route_tenant(&self, i: usize, roll: u8) -> Result<Route, Refused> {
+        let tenant = self.tenants.get(i).ok_or_else(Refused::unknown)?;
+        if tenant.status == TenantStatus::Suspended {
+            return Err(Refused {
+                error: GatewayError::TenantSuspended,
+                tenant: Some(i),
+            });
         }
+        let (pool, canary) = match &tenant.canary {
+            Some(c) if roll < c.percent => (c.pool, true),
+            _ => (tenant.pool, false),
+        };
+        Ok(Route {
+            tenant: Some(i),
+            pool,
+            canary,
+        })
+    }
+
+    fn route_reserved(&self, i: usize) -> Result<Route, Refused> {
+        let pool = self
+            .hosts
+            .get(i)
+            .and_then(|h| h.pool)
+            .ok_or_else(Refused::unknown)?;
+        Ok(Route {
+            tenant: None,
+            pool,
+            canary: false,
+        })
+    }
+
+    pub fn identity(&self) -> &IdentityTable {
+        &self.identity
+    }
+
+    pub fn tenant_index(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
     }
 
     fn subdomain_tenant(&self, host: &str) -> Option<usize> {
@@ -429,9 +496,34 @@ impl RoutingTable {
         self.pool_users.get(tenant.pool) == Some(&1)
     }
 
+    /// The keys of a `jwks_url`, kept across tables that name the same URL.
+    fn remote_keys(&self, url: &str) -> Option<Arc<RemoteKeys>> {
+        let remote = self.identity.jwt.as_ref()?.remote()?;
+        (remote.url() == url).then(|| Arc::clone(remote))
+    }
+
     fn canary_stats(&self, tenant: &str, pool: &str) -> Option<Arc<CanaryStats>> {
         let canary = self.tenant_by_id(tenant)?.canary.as_ref()?;
         (self.pool(canary.pool)?.name() == pool).then(|| Arc::clone(&canary.stats))
+    }
+}
+
+fn identity_table(config: &RoutingConfig, previous: Option<&RoutingTable>) -> IdentityTable {
+    let identity = &config.identity;
+    let jwt = identity.jwt.as_ref().map(|jwt| {
+        let remote = jwt.jwks_url.as_ref().map(|u| {
+            previous
+                .and_then(|t| t.remote_keys(&u.url))
+                .filter(|r| r.refresh() == u.refresh)
+                .unwrap_or_else(|| Arc::new(RemoteKeys::new(&u.url, u.refresh)))
+        });
+        JwtVerifier::new(jwt, remote)
+    });
+    IdentityTable {
+        jwt,
+        api_key_header: identity.api_key_header.clone(),
+        switch_tenant_header: identity.switch_tenant_header.clone(),
+        route_rules: identity.route_rules.clone().into_boxed_slice(),
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod load;
 pub mod pki;
+pub mod tokens;
 pub mod upstream;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -23,6 +24,11 @@ pub use upstream::Upstream;
 
 /// The binary under test, built by cargo for integration tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_tenantgate");
+
+/// Every gateway the harness starts has this admin token in `ADMIN_TOKEN_ENV`, for configs that
+/// name it with `token_env`.
+pub const ADMIN_TOKEN_ENV: &str = "TENANTGATE_TEST_ADMIN_TOKEN";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// Upper bound for anything the harness waits on.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -296,6 +302,7 @@ fn spawn_gateway(config: &Path, log: &Path, extra: &[&str]) -> Child {
         .arg(config)
         .args(extra)
         .env("RUST_LOG", "info")
+        .env(ADMIN_TOKEN_ENV, ADMIN_TOKEN)
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(err_file)

@@ -17,14 +17,16 @@ use super::file::{
 };
 use super::model::{
     AdminSettings, Balancing, CaBundle, CanaryConfig, CertificateConfig, GatewayConfig,
-    GatewaySettings, HealthCheckConfig, HostConfig, HstsConfig, LogFormat, PoolConfig,
-    PoolTimeouts, Probe, RoutingConfig, TenantConfig, TlsConfig, UpstreamConfig, UpstreamTls,
-    DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS,
+    GatewaySettings, HealthCheckConfig, HostConfig, HostRoute, HstsConfig, LogFormat, PoolConfig,
+    PoolTimeouts, Probe, RoutingConfig, TenantConfig, TenantSource, TlsConfig, UpstreamConfig,
+    UpstreamTls, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS,
     DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
 };
 use crate::routing::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
+
+mod identity;
 
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
@@ -96,6 +98,8 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .filter_map(|(name, host)| v.host(name, host, &pool_names, &mut claims))
         .collect();
     let tls = v.tls(file, &gateway, folder, &tenants, &base_domains);
+    let identity = v.identity(file, folder);
+    v.api_keys_unique(&tenants);
 
     if !v.errors.is_empty() {
         return Err(v.errors);
@@ -113,6 +117,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
             tenants,
             hosts,
             tls,
+            identity,
         },
     })
 }
@@ -262,10 +267,33 @@ impl Validator {
                 folder.join(format!("{stem}.audit.jsonl"))
             }
         };
+        let token = self.admin_token(a, listen);
         AdminSettings {
             listen,
             audit_log,
             watch_config: a.watch_config.unwrap_or(true),
+            token,
+            metrics_require_token: a.metrics_require_token.unwrap_or(false),
+        }
+    }
+
+    /// One key acts for one tenant: a hash under two tenants would make a key's tenant ambiguous.
+    fn api_keys_unique(&mut self, tenants: &[TenantConfig]) {
+        let mut owner: HashMap<[u8; 32], &str, FastHash> = HashMap::default();
+        for t in tenants {
+            for (i, key) in t.api_keys.iter().enumerate() {
+                if let Some(first) = owner.insert(key.sha256, t.id.as_str()) {
+                    self.errors.push(ConfigError::at_value(
+                        KeyPath::root()
+                            .key("tenants")
+                            .key(t.id.as_str())
+                            .key("api_keys")
+                            .index(i)
+                            .key("sha256"),
+                        format!("the same key hash is listed under tenant {first:?}; a key acts for one tenant"),
+                    ));
+                }
+            }
         }
     }
 
@@ -560,6 +588,14 @@ impl Validator {
                     .push(claim.error(format!("domain {domain:?} {e}"))),
             }
         }
+        let api_keys = self.api_keys(&at().key("api_keys"), &t.api_keys);
+        let rules_at = at().key("route_rules");
+        let route_rules = t
+            .route_rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| self.route_rule(&rules_at.index(i), r))
+            .collect();
         let (Some(id), Some(pool)) = (tenant_id, pool) else {
             return None;
         };
@@ -576,6 +612,9 @@ impl Validator {
             canary,
             https_redirect: t.https_redirect,
             hsts: t.hsts,
+            tenant_source: identity::tenant_source(t.tenant_source),
+            api_keys,
+            route_rules,
         })
     }
 
@@ -587,7 +626,26 @@ impl Validator {
         claims: &mut Claims<'a>,
     ) -> Option<HostConfig> {
         let at = KeyPath::root().key("hosts").key(name);
-        let pool = self.pool_reference(&at, h.pool.as_deref(), pool_names, "reserved host");
+        let route = match identity::tenant_source(h.tenant_source) {
+            None | Some(TenantSource::Host) => self
+                .pool_reference(&at, h.pool.as_deref(), pool_names, "reserved host")
+                .map(HostRoute::Pool),
+            Some(TenantSource::Claim) if h.pool.is_some() => {
+                self.errors.push(ConfigError::at_key(
+                    at.key("pool"),
+                    "a host with tenant_source = \"claim\" routes to the pool of the tenant the credential names; remove pool",
+                ));
+                None
+            }
+            Some(TenantSource::Claim) => Some(HostRoute::Claim),
+            Some(TenantSource::HostAndClaim) => {
+                self.errors.push(ConfigError::at_value(
+                    at.key("tenant_source"),
+                    "a reserved host names no tenant, so host and claim cannot agree: use \"claim\" (the credential names the tenant) or \"host\"",
+                ));
+                None
+            }
+        };
         let host = match canonical_domain(name) {
             Ok(host) => claims
                 .claim(self, &host, Claim::Host { name })
@@ -600,7 +658,7 @@ impl Validator {
         };
         Some(HostConfig {
             host: host?,
-            pool: pool?,
+            route: route?,
         })
     }
 

@@ -1,0 +1,108 @@
+//! What verifying a credential adds to a request: `RoutingTable::admit_request` for a tenant's host
+//! with no credential (the baseline), and on a shared API host with an HS256 token, an RS256 token
+//! and an API key. The difference to the baseline is the added cost per request.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::{HeaderMap, HeaderValue};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use tenantgate::config::load_str;
+use tenantgate::identity::api_key::{generate, sha256, to_hex};
+use tenantgate::routing::RoutingTable;
+
+const RSA_PRIVATE: &str = include_str!("../tests/fixtures/jwt/rs256-test-only.key");
+const RSA_PUBLIC: &str = include_str!("../tests/fixtures/jwt/rs256-test-only.pub.pem");
+const SECRET: &str = "bench-secret-0123456789abcdef0123456789";
+
+fn config(key_sha: &str) -> String {
+    format!(
+        r#"
+[gateway]
+base_domains = ["yourapp.test"]
+[jwt]
+issuer = "https://auth.yourapp.test"
+audience = "yourapp"
+[[jwt.keys]]
+kid = "hs"
+alg = "HS256"
+secret = "{SECRET}"
+[[jwt.keys]]
+kid = "rs"
+alg = "RS256"
+public_key = '''{RSA_PUBLIC}'''
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+[tenants.acme]
+pool = "shared"
+[[tenants.acme.api_keys]]
+id = "k1"
+sha256 = "{key_sha}"
+created = "2026-01-01T00:00:00Z"
+[hosts."api.yourapp.test"]
+tenant_source = "claim"
+"#
+    )
+}
+
+fn bearer(token: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+    );
+    h
+}
+
+fn token(alg: Algorithm, kid: &str, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.into());
+    let claims = serde_json::json!({
+        "sub": "user-1", "tid": "acme", "roles": ["member"],
+        "iss": "https://auth.yourapp.test", "aud": "yourapp",
+        "exp": chrono::Utc::now().timestamp() + 3600,
+    });
+    encode(&header, &claims, key).expect("sign")
+}
+
+fn admit(c: &mut Criterion) {
+    let key = generate("acme").expect("random");
+    let parsed = load_str(Path::new("bench.toml"), &config(&to_hex(&sha256(&key))))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let table = RoutingTable::build(&parsed.routing, 1, None);
+    let now = chrono::Utc::now().timestamp();
+    let hs = bearer(&token(
+        Algorithm::HS256,
+        "hs",
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    ));
+    let rs = bearer(&token(
+        Algorithm::RS256,
+        "rs",
+        &EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).expect("rsa"),
+    ));
+    let api_key = bearer(&key);
+    let none = HeaderMap::new();
+
+    let mut group = c.benchmark_group("admit");
+    let cases = [
+        ("host_only", "acme.yourapp.test", &none),
+        ("jwt_hs256", "api.yourapp.test", &hs),
+        ("jwt_rs256", "api.yourapp.test", &rs),
+        ("api_key", "api.yourapp.test", &api_key),
+    ];
+    for (name, host, headers) in cases {
+        assert!(
+            table.admit_request(host, headers, "/", 50, now).is_ok(),
+            "{name}"
+        );
+        group.bench_function(name, |b| {
+            b.iter(|| black_box(table.admit_request(black_box(host), headers, "/orders", 50, now)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, admit);
+criterion_main!(benches);

@@ -1,0 +1,202 @@
+//! `tenantgate key create|list|revoke` and `tenantgate admin-token`: secrets made here, printed once,
+//! and only their SHA-256 written to the config file.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+
+use crate::config::{load_str, GatewayConfig};
+use crate::control::edit::{add_api_key, revoke_api_key, write_atomically, ApiKeyEntry};
+use crate::identity::api_key::{generate, random_text, sha256, to_hex};
+
+/// Reads the config; an invalid file is not edited (the edit could not be checked).
+fn read(config: &Path) -> anyhow::Result<(String, GatewayConfig)> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let parsed = load_str(config, &text).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n{} has errors; fix them before editing keys",
+            config.display()
+        )
+    })?;
+    Ok((text, parsed))
+}
+
+/// Checks the edited text like a reload would, then writes it atomically.
+fn write(config: &Path, text: &str) -> anyhow::Result<()> {
+    load_str(config, text)
+        .map_err(|e| anyhow::anyhow!("the edited config would be invalid:\n{e}"))?;
+    write_atomically(config, text)?;
+    Ok(())
+}
+
+/// `30d`, `12h`, `90m`, or an RFC 3339 time, to an RFC 3339 time.
+fn expiry(text: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t
+            .with_timezone(&chrono::Utc)
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+    }
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: i64 = number
+        .parse()
+        .with_context(|| format!("--expires {text:?}: give 30d, 12h, 90m or an RFC 3339 time"))?;
+    let span = match unit {
+        "d" => chrono::Duration::days(n),
+        "h" => chrono::Duration::hours(n),
+        "m" => chrono::Duration::minutes(n),
+        _ => bail!("--expires {text:?}: give 30d, 12h, 90m or an RFC 3339 time"),
+    };
+    if n <= 0 {
+        bail!("--expires {text:?} is not in the future");
+    }
+    Ok((now + span).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+pub fn create(
+    config: &Path,
+    tenant: &str,
+    expires: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (text, parsed) = read(config)?;
+    let Some(t) = parsed.routing.tenant(tenant) else {
+        bail!("no tenant {tenant:?} in {}", config.display());
+    };
+    let now = chrono::Utc::now();
+    let key =
+        generate(tenant).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let mut id = String::new();
+    while id.is_empty() || t.api_keys.iter().any(|k| k.id == id) {
+        let suffix =
+            random_text(6).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        id = format!("k-{}-{}", now.format("%Y%m%d"), suffix.to_ascii_lowercase());
+    }
+    let entry = ApiKeyEntry {
+        id: id.clone(),
+        sha256: to_hex(&sha256(&key)),
+        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires: expires.map(|e| expiry(e, now)).transpose()?,
+    };
+    let edited = add_api_key(&text, tenant, &entry)?;
+    write(config, &edited)?;
+    if json {
+        let out = serde_json::json!({
+            "tenant": tenant, "id": entry.id, "key": key,
+            "created": entry.created, "expires": entry.expires,
+        });
+        println!("{out}");
+    } else {
+        println!("{key}");
+        eprintln!(
+            "key {id} of tenant {tenant} added to {} (only its SHA-256 is stored){}.\nThis is the only time the key is shown; a running gateway that watches the file uses it at once (else run `tenantgate reload`).",
+            config.display(),
+            entry.expires.as_deref().map(|e| format!(", expires {e}")).unwrap_or_default(),
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
+    let (_, parsed) = read(config)?;
+    let now = chrono::Utc::now().timestamp();
+    let time = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0).map_or_else(
+            || t.to_string(),
+            |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
+    };
+    let mut rows = Vec::new();
+    for t in &parsed.routing.tenants {
+        if tenant.is_some_and(|id| id != t.id.as_str()) {
+            continue;
+        }
+        for k in &t.api_keys {
+            let state = match (k.revoked, k.expires) {
+                (Some(r), _) if r <= now => "revoked",
+                (_, Some(e)) if e <= now => "expired",
+                _ => "valid",
+            };
+            rows.push(serde_json::json!({
+                "tenant": t.id.as_str(), "id": k.id, "state": state,
+                "created": time(k.created),
+                "expires": k.expires.map(time), "revoked": k.revoked.map(time),
+            }));
+        }
+    }
+    if let Some(id) = tenant {
+        if parsed.routing.tenant(id).is_none() {
+            bail!("no tenant {id:?} in {}", config.display());
+        }
+    }
+    if json {
+        println!("{}", serde_json::Value::Array(rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<16} {:<22} {:<8} {:<21} {:<21}",
+        "TENANT", "ID", "STATE", "CREATED", "EXPIRES"
+    );
+    for r in &rows {
+        let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
+        println!(
+            "{:<16} {:<22} {:<8} {:<21} {:<21}",
+            s("tenant"),
+            s("id"),
+            s("state"),
+            s("created"),
+            s("expires")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn revoke(config: &Path, tenant: &str, key_id: &str) -> anyhow::Result<ExitCode> {
+    let (text, parsed) = read(config)?;
+    if parsed.routing.tenant(tenant).is_none() {
+        bail!("no tenant {tenant:?} in {}", config.display());
+    }
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let Some(edited) = revoke_api_key(&text, tenant, key_id, &now)? else {
+        bail!("tenant {tenant} has no key {key_id:?} (`tenantgate key list {tenant}` lists them)");
+    };
+    write(config, &edited)?;
+    eprintln!(
+        "key {key_id} of tenant {tenant} revoked in {} as of {now}",
+        config.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A new admin token, and the line that makes the admin API ask for it.
+pub fn admin_token() -> anyhow::Result<ExitCode> {
+    let token =
+        random_text(40).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    println!("{token}");
+    eprintln!(
+        "Put this under [admin] (the token itself is not stored):\n  token_sha256 = \"{}\"\nand give the token to the CLI as TENANTGATE_ADMIN_TOKEN.",
+        to_hex(&sha256(&token))
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_are_spans_or_times() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(expiry("30d", now).unwrap(), "2026-01-31T00:00:00Z");
+        assert_eq!(expiry("12h", now).unwrap(), "2026-01-01T12:00:00Z");
+        assert_eq!(
+            expiry("2027-05-01T10:00:00+02:00", now).unwrap(),
+            "2027-05-01T08:00:00Z"
+        );
+        assert!(expiry("soon", now).is_err());
+        assert!(expiry("0d", now).is_err());
+    }
+}
