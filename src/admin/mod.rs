@@ -26,6 +26,7 @@ use crate::control::promotion::{
 };
 use crate::control::{ControlPlane, Outcome, Refusal};
 use crate::identity::api_key::sha256;
+use crate::identity::bearer_token;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, MAX_HOST_LEN};
 use crate::routing::RoutingTable;
@@ -402,9 +403,7 @@ fn unauthorized(
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
+        .and_then(bearer_token);
     let valid = presented.is_some_and(|p| bool::from(sha256(p).ct_eq(&token.sha256)));
     if valid {
         return None;

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
+use crate::config::diff::rfc3339;
 use crate::config::{load_str, GatewayConfig};
 use crate::control::edit::{add_api_key, revoke_api_key, write_atomically, ApiKeyEntry};
 use crate::identity::api_key::{generate, random_text, sha256, to_hex};
@@ -101,12 +102,6 @@ pub fn create(
 pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<ExitCode> {
     let (_, parsed) = read(config)?;
     let now = chrono::Utc::now().timestamp();
-    let time = |t: i64| {
-        chrono::DateTime::from_timestamp(t, 0).map_or_else(
-            || t.to_string(),
-            |d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        )
-    };
     let mut rows = Vec::new();
     for t in &parsed.routing.tenants {
         if tenant.is_some_and(|id| id != t.id.as_str()) {
@@ -120,8 +115,8 @@ pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<E
             };
             rows.push(serde_json::json!({
                 "tenant": t.id.as_str(), "id": k.id, "state": state,
-                "created": time(k.created),
-                "expires": k.expires.map(time), "revoked": k.revoked.map(time),
+                "created": rfc3339(k.created),
+                "expires": k.expires.map(rfc3339), "revoked": k.revoked.map(rfc3339),
             }));
         }
     }

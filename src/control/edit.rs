@@ -88,14 +88,15 @@ pub fn add_api_key(text: &str, id: &str, entry: &ApiKeyEntry) -> Result<String, 
     let Some(tenant) = tenant.as_table_like_mut() else {
         return Err(EditError::NoTenant(id.to_owned()));
     };
-    match tenant.get_mut("api_keys") {
-        Some(Item::ArrayOfTables(list)) => {
-            let mut table = toml_edit::Table::new();
-            for (k, v) in fields {
-                table.insert(k, Item::Value(v));
-            }
-            list.push(table);
+    let as_table = |fields: Vec<(&str, Value)>| {
+        let mut table = toml_edit::Table::new();
+        for (k, v) in fields {
+            table.insert(k, Item::Value(v));
         }
+        table
+    };
+    match tenant.get_mut("api_keys") {
+        Some(Item::ArrayOfTables(list)) => list.push(as_table(fields)),
         Some(Item::Value(Value::Array(list))) => {
             list.push(Value::InlineTable(fields.into_iter().collect()));
         }
@@ -105,12 +106,8 @@ pub fn add_api_key(text: &str, id: &str, entry: &ApiKeyEntry) -> Result<String, 
             )))
         }
         None if is_table => {
-            let mut table = toml_edit::Table::new();
-            for (k, v) in fields {
-                table.insert(k, Item::Value(v));
-            }
             let mut list = toml_edit::ArrayOfTables::new();
-            list.push(table);
+            list.push(as_table(fields));
             tenant.insert("api_keys", Item::ArrayOfTables(list));
         }
         None => {

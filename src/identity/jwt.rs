@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -82,8 +82,8 @@ impl JwtVerifier {
                 Algorithm::from_str(name).map_err(|_| GatewayError::UnsupportedAlgorithm)?
             }
         };
-        let key = self.find_key(header.kid.as_deref())?;
-        if key.alg != alg {
+        let (key_alg, key) = self.find_key(header.kid.as_deref())?;
+        if key_alg != alg {
             return Err(GatewayError::AlgorithmMismatch);
         }
         let validation = self
@@ -92,13 +92,14 @@ impl JwtVerifier {
             .find(|(a, _)| *a == alg)
             .map(|(_, v)| v)
             .ok_or(GatewayError::UnsupportedAlgorithm)?;
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, validation)
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, validation)
             .map_err(|e| refusal(e.kind()))?;
         Ok(self.principal(data.claims))
     }
 
-    /// The key `kid` names, local keys first; without a `kid`, the only key there is.
-    fn find_key(&self, kid: Option<&str>) -> Result<JwtKey, GatewayError> {
+    /// The key `kid` names (its algorithm, and the key as a shared handle: no copy per request),
+    /// local keys first; without a `kid`, the only key there is.
+    fn find_key(&self, kid: Option<&str>) -> Result<(Algorithm, Arc<DecodingKey>), GatewayError> {
         let remote = self.remote.as_ref().map(|r| r.keys());
         let remote_keys = remote.as_deref().map_or(&[][..], |k| &k[..]);
         let mut all = self.keys.iter().chain(remote_keys);
@@ -110,7 +111,7 @@ impl JwtVerifier {
             },
         };
         match found {
-            Some(key) => Ok(key.clone()),
+            Some(key) => Ok((key.alg, Arc::clone(&key.key))),
             None => {
                 if let (Some(remote), Some(_)) = (&self.remote, kid) {
                     // Perhaps the issuer rotated its keys: fetch them again soon.

@@ -28,23 +28,20 @@ pub fn credential<'a>(
     headers: &'a HeaderMap,
     api_key_header: Option<&HeaderName>,
 ) -> Result<Option<Credential<'a>>, GatewayError> {
+    let malformed = GatewayError::MalformedToken;
     if let Some(name) = api_key_header {
-        if let Some(value) = single(headers, name)? {
+        if let Some(value) = single_header(headers, name, malformed)? {
             return Ok(Some(Credential::ApiKey(value.trim())));
         }
     }
-    let Some(value) = single(headers, &AUTHORIZATION)? else {
+    let Some(value) = single_header(headers, &AUTHORIZATION, malformed)? else {
         return Ok(None);
     };
-    let Some((scheme, rest)) = value.trim().split_once(' ') else {
+    let Some(token) = bearer_token(value) else {
         return Ok(None);
     };
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Ok(None);
-    }
-    let token = rest.trim();
     if token.is_empty() {
-        return Err(GatewayError::MalformedToken);
+        return Err(malformed);
     }
     Ok(Some(match token.contains('.') {
         true => Credential::Jwt(token),
@@ -52,18 +49,28 @@ pub fn credential<'a>(
     }))
 }
 
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, GatewayError> {
+/// The token of an `Authorization: Bearer <token>` value (trimmed; possibly empty); `None` for
+/// another scheme. The admin API reads its own token with it too.
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The one value of header `name`, as text; `error` when it is repeated or not text (the gateway
+/// does not guess which of two credentials or switch targets was meant).
+pub fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    error: GatewayError,
+) -> Result<Option<&'a str>, GatewayError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(GatewayError::MalformedToken);
+        return Err(error);
     }
-    first
-        .to_str()
-        .map(Some)
-        .map_err(|_| GatewayError::MalformedToken)
+    first.to_str().map(Some).map_err(|_| error)
 }
 
 /// How the request proved its identity, as the upstream is told (`X-Auth-Method`).

@@ -13,10 +13,10 @@
 use http::HeaderMap;
 
 use super::table::{Refused, Route, RoutingTable, Target};
-use crate::config::model::TenantSource;
+use crate::config::model::{RouteRule, TenantSource};
 use crate::gateway_error::GatewayError;
 use crate::identity::rules::{covers, is_ambiguous};
-use crate::identity::{api_key, credential, AuthMethod, Credential, Principal};
+use crate::identity::{api_key, credential, single_header, AuthMethod, Credential, Principal};
 use crate::tenant::TenantStatus;
 
 /// A request the gateway will proxy.
@@ -40,10 +40,13 @@ impl RoutingTable {
     ) -> Result<Admitted, Refused> {
         let (host_tenant, source) = match self.target(host)? {
             Target::Reserved(i) => {
-                return self.resolve_reserved(i);
+                return Ok(Admitted {
+                    route: self.route_reserved(i)?,
+                    principal: None,
+                });
             }
             Target::Tenant(i) => {
-                let tenant = self.tenant(i).ok_or_else(unknown)?;
+                let tenant = self.tenant(i).ok_or_else(Refused::unknown)?;
                 if tenant.status == TenantStatus::Suspended {
                     return Err(refuse(GatewayError::TenantSuspended, Some(i)));
                 }
@@ -56,7 +59,7 @@ impl RoutingTable {
             None => false,
         };
         if source == TenantSource::Host && !host_rules {
-            let route = self.route_tenant(host_tenant.ok_or_else(unknown)?, roll)?;
+            let route = self.route_tenant(host_tenant.ok_or_else(Refused::unknown)?, roll)?;
             return Ok(Admitted {
                 route,
                 principal: None,
@@ -66,8 +69,13 @@ impl RoutingTable {
         let principal = self
             .authenticate(headers, now)
             .map_err(|e| refuse(e, host_tenant))?;
-        let switch_to = single_text(headers, &self.identity().switch_tenant_header)
-            .map_err(|e| refuse(e, host_tenant))?;
+        let switch_to = single_header(
+            headers,
+            &self.identity().switch_tenant_header,
+            GatewayError::TenantSwitchForbidden,
+        )
+        .map_err(|e| refuse(e, host_tenant))?
+        .map(str::trim);
         let acting = principal
             .acting_tenant(switch_to)
             .map_err(|e| refuse(e, host_tenant))?;
@@ -96,50 +104,28 @@ impl RoutingTable {
         })
     }
 
-    fn resolve_reserved(&self, i: usize) -> Result<Admitted, Refused> {
-        let pool = self
-            .hosts()
-            .get(i)
-            .and_then(|h| h.pool)
-            .ok_or_else(unknown)?;
-        Ok(Admitted {
-            route: Route {
-                tenant: None,
-                pool,
-                canary: false,
-            },
-            principal: None,
-        })
+    /// The global route rules, then tenant `i`'s.
+    fn route_rules(&self, i: usize) -> impl Iterator<Item = &RouteRule> {
+        let own = self.tenant(i).map_or(&[][..], |t| &t.route_rules[..]);
+        self.identity().route_rules.iter().chain(own)
     }
 
     /// Whether a route rule covers `path` for tenant `i`. Where any rule exists, an ambiguous path is
     /// refused rather than matched.
     fn rules_apply(&self, i: usize, path: &str) -> Result<bool, GatewayError> {
-        let Some(tenant) = self.tenant(i) else {
-            return Ok(false);
-        };
-        let global = &self.identity().route_rules;
-        if global.is_empty() && tenant.route_rules.is_empty() {
+        let mut rules = self.route_rules(i).peekable();
+        if rules.peek().is_none() {
             return Ok(false);
         }
         if is_ambiguous(path) {
             return Err(GatewayError::AmbiguousPath);
         }
-        Ok(global
-            .iter()
-            .chain(tenant.route_rules.iter())
-            .any(|r| covers(r, path)))
+        Ok(rules.any(|r| covers(r, path)))
     }
 
     fn check_roles(&self, i: usize, path: &str, principal: &Principal) -> Result<(), GatewayError> {
-        let Some(tenant) = self.tenant(i) else {
-            return Ok(());
-        };
         let missing = self
-            .identity()
-            .route_rules
-            .iter()
-            .chain(tenant.route_rules.iter())
+            .route_rules(i)
             .any(|r| covers(r, path) && !principal.has_any_role(&r.roles));
         match missing {
             true => Err(GatewayError::MissingRole),
@@ -177,25 +163,6 @@ impl RoutingTable {
     }
 }
 
-fn unknown() -> Refused {
-    refuse(GatewayError::UnknownTenant, None)
-}
-
 fn refuse(error: GatewayError, tenant: Option<usize>) -> Refused {
     Refused { error, tenant }
-}
-
-fn single_text<'a>(
-    headers: &'a HeaderMap,
-    name: &http::HeaderName,
-) -> Result<Option<&'a str>, GatewayError> {
-    let mut values = headers.get_all(name).iter();
-    match (values.next(), values.next()) {
-        (None, _) => Ok(None),
-        (Some(v), None) => v
-            .to_str()
-            .map(|s| Some(s.trim()))
-            .map_err(|_| GatewayError::TenantSwitchForbidden),
-        (Some(_), Some(_)) => Err(GatewayError::TenantSwitchForbidden),
-    }
 }

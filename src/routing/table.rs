@@ -129,7 +129,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn unknown() -> Self {
+    pub(super) fn unknown() -> Self {
         Refused {
             error: GatewayError::UnknownTenant,
             tenant: None,
@@ -399,7 +399,7 @@ impl RoutingTable {
         })
     }
 
-    fn route_reserved(&self, i: usize) -> Result<Route, Refused> {
+    pub(super) fn route_reserved(&self, i: usize) -> Result<Route, Refused> {
         let pool = self
             .hosts
             .get(i)

@@ -2,7 +2,6 @@
 //! rules, and the admin API's token.
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::str::FromStr;
@@ -363,13 +362,11 @@ impl Validator {
                 return None;
             }
         };
-        let mut digest = DefaultHasher::new();
-        material.hash(&mut digest);
         Some(JwtKey {
             kid: k.kid.clone(),
             alg,
             origin: at.to_string(),
-            digest: digest.finish(),
+            digest: file_digest(material),
             key: Arc::new(key),
         })
     }
