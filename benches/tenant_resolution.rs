@@ -52,11 +52,14 @@ fn routing_config(tenants: usize) -> RoutingConfig {
                 tenant_source: None,
                 api_keys: Vec::new(),
                 route_rules: Vec::new(),
+                plan: None,
+                limits: Default::default(),
             })
             .collect(),
         hosts: Vec::new(),
         tls: Default::default(),
         identity: Default::default(),
+        metrics: Default::default(),
     }
 }
 

@@ -54,6 +54,13 @@ pub enum GatewayError {
     TenantSwitchForbidden,
     /// The path needs a role the token does not carry.
     MissingRole,
+    /// The request does not fit one of its tenant's rate limits (tenant, credential or route).
+    RateLimited,
+    /// The tenant has as many requests in flight as its concurrency cap allows (and its queue, if
+    /// any, is full or timed out).
+    TenantOverloaded,
+    /// The fleet's rate-limit store (Redis) cannot be reached and `on_error = "deny"`.
+    RateLimiterUnavailable,
     /// Every upstream of the pool is unhealthy, ejected, or was already tried.
     NoHealthyUpstream,
     /// The upstream did not answer in time.
@@ -65,7 +72,7 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub const ALL: [GatewayError; 27] = [
+    pub const ALL: [GatewayError; 30] = [
         GatewayError::BadRequest,
         GatewayError::BadHost,
         GatewayError::UnknownTenant,
@@ -89,6 +96,9 @@ impl GatewayError {
         GatewayError::TenantMismatch,
         GatewayError::TenantSwitchForbidden,
         GatewayError::MissingRole,
+        GatewayError::RateLimited,
+        GatewayError::TenantOverloaded,
+        GatewayError::RateLimiterUnavailable,
         GatewayError::NoHealthyUpstream,
         GatewayError::UpstreamTimeout,
         GatewayError::UpstreamError,
@@ -120,6 +130,9 @@ impl GatewayError {
             GatewayError::TenantMismatch => "tenant_mismatch",
             GatewayError::TenantSwitchForbidden => "tenant_switch_forbidden",
             GatewayError::MissingRole => "missing_role",
+            GatewayError::RateLimited => "rate_limited",
+            GatewayError::TenantOverloaded => "tenant_overloaded",
+            GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamError => "upstream_error",
@@ -151,6 +164,9 @@ impl GatewayError {
             GatewayError::TenantMismatch => StatusCode::FORBIDDEN,
             GatewayError::TenantSwitchForbidden => StatusCode::FORBIDDEN,
             GatewayError::MissingRole => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::TenantOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamError => StatusCode::BAD_GATEWAY,
@@ -192,6 +208,13 @@ impl GatewayError {
                 "the credential may not act for the requested tenant"
             }
             GatewayError::MissingRole => "this path needs a role the credential does not carry",
+            GatewayError::RateLimited => "too many requests; retry after the Retry-After seconds",
+            GatewayError::TenantOverloaded => {
+                "this tenant has too many requests in flight; retry shortly"
+            }
+            GatewayError::RateLimiterUnavailable => {
+                "the rate limiter is unavailable and refuses requests meanwhile; retry shortly"
+            }
             GatewayError::NoHealthyUpstream => "no healthy upstream is available for this request",
             GatewayError::UpstreamTimeout => "the upstream did not answer in time",
             GatewayError::UpstreamError => "the upstream failed to answer",

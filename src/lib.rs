@@ -13,6 +13,7 @@ pub mod control;
 pub mod demo;
 pub mod gateway_error;
 pub mod identity;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;

@@ -25,6 +25,7 @@ use crate::control::audit::AuditOpenError;
 use crate::control::watch::ConfigWatcher;
 use crate::control::ControlPlane;
 use crate::identity::jwks::JwksRefresher;
+use crate::limits::fleet::{Fleet, FleetSync};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
@@ -170,12 +171,13 @@ pub fn build(
         config.admin.listen,
         config.gateway.h2c,
     );
+    let fleet = config.gateway.fleet.clone().map(Fleet::new);
     let control = Arc::new(ControlPlane::new(config, text, Arc::clone(&table))?);
 
     let mut options = HttpServerOptions::default();
     options.h2c = h2c;
     let draining = Arc::new(AtomicBool::new(false));
-    let gateway = Gateway::new(Arc::clone(&table), Arc::clone(&draining));
+    let gateway = Gateway::new(Arc::clone(&table), Arc::clone(&draining), fleet.clone());
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
         .name("tenantgate proxy")
         .server_options(options)
@@ -208,6 +210,15 @@ pub fn build(
     );
     jwks.threads = Some(1);
     server.add_service(jwks);
+
+    if let Some(fleet) = fleet {
+        let mut sync = background_service(
+            "tenantgate fleet rate limits",
+            FleetSync::new(fleet, Arc::clone(&table)),
+        );
+        sync.threads = Some(1);
+        server.add_service(sync);
+    }
 
     let mut watcher = background_service(
         "tenantgate config watcher",

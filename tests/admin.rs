@@ -2,7 +2,9 @@
 
 mod support;
 
+use support::metrics::Exposition;
 use support::{send, Gateway, Upstream};
+use tenantgate::metrics::names;
 
 const CONFIG: &str = r#"
 [gateway]
@@ -26,17 +28,25 @@ pool = "shared"
 status = "suspended"
 "#;
 
-/// The value of one exposition line (`name{labels} value`), or 0 when the series is absent.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
+async fn scrape(gw: &Gateway) -> Exposition {
+    Exposition::parse(gw.admin_text("/metrics").await)
+}
+
+/// Scrapes until `done` holds (requests are counted in their logging phase, just after the response
+/// is sent), bounded by the harness's wait.
+async fn scrape_until(gw: &Gateway, done: impl Fn(&Exposition) -> bool) -> Exposition {
+    let deadline = std::time::Instant::now() + support::WAIT;
+    loop {
+        let m = scrape(gw).await;
+        if done(&m) || std::time::Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
-async fn metrics_count_the_traffic_sent() {
+async fn metrics_count_the_traffic_sent_per_tenant() {
     let one = Upstream::start("one").await;
     let gw = Gateway::start(CONFIG, &[&one]).await;
     for _ in 0..3 {
@@ -47,70 +57,138 @@ async fn metrics_count_the_traffic_sent() {
     }
     assert_eq!(send(gw.get("globex.yourapp.test", "/")).await.status, 403);
 
-    // A request is counted in its logging phase, just after its response is sent: wait (bounded)
-    // until all six are in, then check every number.
-    let deadline = std::time::Instant::now() + support::WAIT;
-    let mut m = gw.admin_text("/metrics").await;
-    while sample(&m, "tenantgate_request_duration_seconds_count") < 6.0
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        m = gw.admin_text("/metrics").await;
-    }
+    let m = scrape_until(&gw, |m| {
+        m.value(names::REQUEST_DURATION_SECONDS, &[]) >= 6.0
+    })
+    .await;
+    let requests = |tenant, class| {
+        m.value(
+            names::REQUESTS_TOTAL,
+            &[("tenant", tenant), ("status_class", class)],
+        )
+    };
+    assert_eq!(requests("acme", "2xx"), 3.0, "{}", m.text);
+    assert_eq!(requests(names::NO_TENANT, "4xx"), 2.0, "{}", m.text);
+    assert_eq!(requests("globex", "4xx"), 1.0, "{}", m.text);
+    assert_eq!(m.value(names::REQUESTS_TOTAL, &[]), 6.0);
+    let by_tenant = |metric, tenant| m.value(metric, &[("tenant", tenant)]);
+    assert_eq!(by_tenant(names::REQUEST_DURATION_SECONDS, "acme"), 3.0);
+    assert_eq!(by_tenant(names::UPSTREAM_RESPONSE_SECONDS, "acme"), 3.0);
+    assert_eq!(by_tenant(names::UPSTREAM_RESPONSE_SECONDS, "globex"), 0.0);
+    assert!(by_tenant(names::RESPONSE_BYTES_TOTAL, "acme") > 0.0);
+    assert_eq!(by_tenant(names::IN_FLIGHT_REQUESTS, "acme"), 0.0);
+    assert_eq!(by_tenant(names::UPSTREAM_ERRORS_TOTAL, "acme"), 0.0);
     assert_eq!(
-        sample(&m, r#"tenantgate_requests_total{status_class="2xx"}"#),
-        3.0,
-        "{m}"
-    );
-    assert_eq!(
-        sample(&m, r#"tenantgate_requests_total{status_class="4xx"}"#),
-        3.0,
-        "{m}"
-    );
-    assert_eq!(
-        sample(
-            &m,
-            r#"tenantgate_gateway_errors_total{error="unknown_tenant"}"#
-        ),
+        m.value(names::GATEWAY_ERRORS_TOTAL, &[("error", "unknown_tenant")]),
         2.0
     );
     assert_eq!(
-        sample(
-            &m,
-            r#"tenantgate_gateway_errors_total{error="tenant_suspended"}"#
+        m.value(
+            names::GATEWAY_ERRORS_TOTAL,
+            &[("error", "tenant_suspended")]
         ),
         1.0
     );
-    assert_eq!(sample(&m, "tenantgate_request_duration_seconds_count"), 6.0);
-    assert_eq!(sample(&m, "tenantgate_config_generation"), 1.0);
-    assert_eq!(sample(&m, r#"tenantgate_tenants{status="active"}"#), 1.0);
-    assert_eq!(sample(&m, r#"tenantgate_tenants{status="suspended"}"#), 1.0);
-    let healthy = format!(
-        r#"tenantgate_upstream_healthy{{pool="shared",upstream="{}"}}"#,
-        one.addr
+    assert_eq!(m.value(names::CONFIG_GENERATION, &[]), 1.0);
+    assert_eq!(m.value(names::TENANT_SERIES, &[]), 2.0);
+    let tenants = |status| m.value(names::TENANTS, &[("status", status), ("pool", "shared")]);
+    assert_eq!((tenants("active"), tenants("suspended")), (1.0, 1.0));
+    let upstream = one.addr.to_string();
+    assert_eq!(
+        m.value(
+            names::UPSTREAM_HEALTHY,
+            &[("pool", "shared"), ("upstream", upstream.as_str())]
+        ),
+        1.0,
+        "{}\n{}",
+        m.text,
+        gw.log()
     );
-    assert_eq!(sample(&m, &healthy), 1.0, "{m}\n{}", gw.log());
+}
 
-    // Every sample line is `name{labels} number` and every family has HELP and TYPE.
-    for line in m.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let (series, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("bad line {line}"));
-        assert!(value.parse::<f64>().is_ok(), "{line}");
-        let name = series.split('{').next().unwrap_or_default();
-        let family = name
-            .trim_end_matches("_bucket")
-            .trim_end_matches("_sum")
-            .trim_end_matches("_count");
-        assert!(
-            m.contains(&format!("# TYPE {family} ")),
-            "no TYPE for {name}"
-        );
-        assert!(
-            m.contains(&format!("# HELP {family} ")),
-            "no HELP for {name}"
-        );
+#[tokio::test]
+async fn beyond_the_series_limit_tenants_are_summed_as_other_and_the_busiest_get_their_own() {
+    let one = Upstream::start("one").await;
+    let gw = Gateway::start(
+        r#"
+[gateway]
+http_listen = "{http}"
+base_domains = ["yourapp.test"]
+
+[admin]
+listen = "{admin}"
+
+[metrics]
+tenant_series_limit = 2
+tenant_series = ["initech"]
+
+[pools.shared]
+upstreams = ["{one}"]
+
+[tenants.acme]
+pool = "shared"
+
+[tenants.globex]
+pool = "shared"
+
+[tenants.initech]
+pool = "shared"
+
+[tenants.umbrella]
+pool = "shared"
+"#,
+        &[&one],
+    )
+    .await;
+    // At start: the allow-listed initech, and acme (first in the file) in the free slot.
+    let m = scrape(&gw).await;
+    let own = |m: &Exposition, tenant| m.has(names::REQUESTS_TOTAL, &[("tenant", tenant)]);
+    assert!(own(&m, "initech") && own(&m, "acme"), "{}", m.text);
+    assert!(!own(&m, "globex") && !own(&m, "umbrella"));
+
+    for _ in 0..4 {
+        assert_eq!(send(gw.get("globex.yourapp.test", "/")).await.status, 200);
     }
+    assert_eq!(send(gw.get("umbrella.yourapp.test", "/")).await.status, 200);
+    // globex, busier than idle acme, takes acme's place at a scrape; whatever it sent before that
+    // is in _other with umbrella's one, so the two add up to the five sent.
+    let ok = |m: &Exposition, tenant| {
+        m.value(
+            names::REQUESTS_TOTAL,
+            &[("tenant", tenant), ("status_class", "2xx")],
+        )
+    };
+    let m = scrape_until(&gw, |m| {
+        ok(m, "globex") + ok(m, names::OTHER_TENANTS) >= 5.0
+    })
+    .await;
+    assert_eq!(
+        ok(&m, "globex") + ok(&m, names::OTHER_TENANTS),
+        5.0,
+        "{}",
+        m.text
+    );
+    let m = scrape(&gw).await;
+    assert!(own(&m, "globex") && own(&m, "initech"), "{}", m.text);
+    assert!(!own(&m, "acme") && !own(&m, "umbrella"), "{}", m.text);
+    assert_eq!(m.value(names::TENANT_SERIES, &[]), 2.0);
+    // Two tenants' label values, plus _other and _none, whatever the number of tenants.
+    let labelled: std::collections::BTreeSet<String> = m
+        .text
+        .lines()
+        .filter(|l| l.starts_with(names::REQUESTS_TOTAL))
+        .filter_map(|l| {
+            l.split("tenant=\"")
+                .nth(1)?
+                .split('"')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(
+        labelled.into_iter().collect::<Vec<_>>(),
+        ["_none", "_other", "globex", "initech"]
+    );
 }
 
 #[tokio::test]

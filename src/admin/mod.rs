@@ -454,7 +454,9 @@ impl ServeHttp for AdminApi {
             (true, ["metrics"]) => respond(
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
-                Metrics::get().render().into_bytes(),
+                Metrics::get()
+                    .render(&self.control.table().load())
+                    .into_bytes(),
             ),
             (true, ["status"]) => json_response(StatusCode::OK, &self.status()),
             (true, ["config"]) => respond(

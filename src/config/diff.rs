@@ -384,7 +384,43 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         new.admin.audit_log.display().to_string(),
         true,
     );
+    let fleet = |f: &Option<super::model::FleetConfig>| {
+        f.as_ref().map_or_else(
+            || "none (limits are each instance's own)".to_owned(),
+            |f| {
+                format!(
+                    "{} {} (sync {} ms, timeout {} ms, on_error {}, prefix {})",
+                    f.mode.as_str(),
+                    f.redacted_url(),
+                    f.sync_interval.as_millis(),
+                    f.timeout.as_millis(),
+                    f.on_error.as_str(),
+                    f.key_prefix
+                )
+            },
+        )
+    };
+    setting(
+        "limits.redis",
+        fleet(&old.gateway.fleet),
+        fleet(&new.gateway.fleet),
+        true,
+    );
     let (o, n) = (&old.routing, &new.routing);
+    let series = |m: &super::model::MetricsConfig| {
+        let listed: Vec<&str> = m.tenant_series.iter().map(|t| t.as_str()).collect();
+        format!(
+            "limit {}, always [{}]",
+            m.tenant_series_limit,
+            listed.join(", ")
+        )
+    };
+    setting(
+        "metrics.tenant_series",
+        series(&o.metrics),
+        series(&n.metrics),
+        false,
+    );
     setting(
         "gateway.access_log",
         o.access_log.to_string(),
@@ -670,6 +706,12 @@ fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
         }
         if o.route_rules != t.route_rules {
             fields.push("route_rules");
+        }
+        if o.plan != t.plan {
+            fields.push("plan");
+        }
+        if o.limits != t.limits {
+            fields.push("limits");
         }
         if !fields.is_empty() {
             out.push(Change::TenantEdited { id: id(), fields });

@@ -24,6 +24,13 @@ pub struct FileConfig {
     pub jwt: Option<JwtFile>,
     /// `[[route_rules]]`: paths that need a role, for every tenant.
     pub route_rules: Vec<Option<RouteRuleFile>>,
+    /// `[limits]`: every tenant's limits unless its plan or itself says otherwise, and the Redis
+    /// store that fleet-wide limits share.
+    pub limits: LimitsFile,
+    /// `[plans.<name>]`: limits shared by the tenants that name the plan.
+    pub plans: Vec<Entry<PlanFile>>,
+    /// `[metrics]`: which tenants get their own series.
+    pub metrics: MetricsFile,
 }
 
 /// One `[section.<name>]` table.
@@ -265,6 +272,117 @@ pub struct TenantFile {
     /// Paths of this tenant that need a role, besides the global `[[route_rules]]`.
     #[serde(default)]
     pub route_rules: Vec<RouteRuleFile>,
+    /// The `[plans.<name>]` whose limits apply where the tenant sets none of its own.
+    pub plan: Option<String>,
+    /// Overrides the plan's and `[limits]`'s `rate_limit`.
+    pub rate_limit: Option<RateLimitFile>,
+    /// Overrides the plan's and `[limits]`'s `credential_rate_limit`.
+    pub credential_rate_limit: Option<RateLimitFile>,
+    /// Overrides the plan's and `[limits]`'s `concurrency`.
+    pub concurrency: Option<ConcurrencyFile>,
+    /// Merged by `path_prefix` over the plan's and `[limits]`'s.
+    #[serde(default)]
+    pub route_limits: Vec<RouteLimitFile>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct LimitsFile {
+    /// Requests per second a tenant may send (token bucket: a steady rate and a burst).
+    pub rate_limit: Option<RateLimitFile>,
+    /// The same, per API key or token subject, within the tenant's limit.
+    pub credential_rate_limit: Option<RateLimitFile>,
+    /// Requests of one tenant in flight at once.
+    pub concurrency: Option<ConcurrencyFile>,
+    /// Rate limits per path prefix, each counted per tenant.
+    #[serde(default)]
+    pub route_limits: Vec<RouteLimitFile>,
+    /// Share rate limits across every gateway instance that names the same Redis.
+    pub redis: Option<RedisFile>,
+}
+
+/// `rate_limit = { requests_per_second = 100, burst = 200 }`, or `{ unlimited = true }` to lift an
+/// inherited limit.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RateLimitFile {
+    pub requests_per_second: Option<f64>,
+    /// Requests allowed at once after a quiet period. Default: one second's worth (at least 1).
+    pub burst: Option<u32>,
+    pub unlimited: Option<bool>,
+}
+
+/// `concurrency = { max_in_flight = 50, queue = 0, queue_timeout_ms = 100 }`, or
+/// `{ unlimited = true }`.
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct ConcurrencyFile {
+    pub max_in_flight: Option<u32>,
+    /// Requests that may wait for a slot instead of being refused at once. Default 0.
+    pub queue: Option<u32>,
+    /// How long a queued request waits before it is refused. Default 100.
+    pub queue_timeout_ms: Option<u64>,
+    pub unlimited: Option<bool>,
+}
+
+/// `[[limits.route_limits]]` (also in plans and tenants).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct RouteLimitFile {
+    /// Matched by whole segments, as route rules are.
+    pub path_prefix: Option<String>,
+    pub rate_limit: Option<RateLimitFile>,
+}
+
+/// `[limits.redis]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RedisFile {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: Option<String>,
+    /// `sync` (default): decide locally, reconcile counts in the background. `exact`: ask Redis for
+    /// every request.
+    pub mode: Option<FleetModeFile>,
+    /// How often `sync` reconciles. Default 200.
+    pub sync_interval_ms: Option<u64>,
+    /// How long a Redis call may take before the `on_error` policy applies. Default 50.
+    pub timeout_ms: Option<u64>,
+    /// `local` (default): this instance's own limiter decides alone. `deny`: refuse rate-limited
+    /// tenants' requests with 503.
+    pub on_error: Option<OnRedisErrorFile>,
+    /// Prefix of every Redis key. Default `tenantgate`.
+    pub key_prefix: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetModeFile {
+    Sync,
+    Exact,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnRedisErrorFile {
+    Local,
+    Deny,
+}
+
+/// `[plans.<name>]`: the limit settings of `[limits]`, for the tenants on the plan.
+#[derive(Debug, Default, Deserialize)]
+pub struct PlanFile {
+    pub rate_limit: Option<RateLimitFile>,
+    pub credential_rate_limit: Option<RateLimitFile>,
+    pub concurrency: Option<ConcurrencyFile>,
+    #[serde(default)]
+    pub route_limits: Vec<RouteLimitFile>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct MetricsFile {
+    /// At most this many tenants get their own label values; the rest are summed as `_other`.
+    /// Default 100.
+    pub tenant_series_limit: Option<usize>,
+    /// Tenants that always get their own series (they count towards the limit).
+    #[serde(default)]
+    pub tenant_series: Vec<String>,
 }
 
 /// `[[tenants.<id>.api_keys]]`: written by `tenantgate key create`, never holding the key itself.

@@ -27,6 +27,9 @@ pub const SECTIONS: &[&str] = &[
     "hosts",
     "jwt",
     "route_rules",
+    "limits",
+    "plans",
+    "metrics",
 ];
 
 /// Reads, decodes and validates the file at `path`.
@@ -93,6 +96,9 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
             "certificates" => file.certificates = decode_list(value, &at, &mut errors),
             "jwt" => file.jwt = decode(value, &at, &mut errors),
             "route_rules" => file.route_rules = decode_list(value, &at, &mut errors),
+            "limits" => file.limits = decode_section(value, &at, &mut errors),
+            "plans" => file.plans = decode_entries(value, &at, &mut errors),
+            "metrics" => file.metrics = decode_section(value, &at, &mut errors),
             other => errors.push(ConfigError {
                 span: Some(key.span()),
                 ..ConfigError::at_key(

@@ -32,7 +32,86 @@ pub struct GatewaySettings {
     pub log_format: LogFormat,
     pub h2c: bool,
     pub work_stealing: bool,
+    /// `[limits.redis]`: the store fleet-wide limits share (`None`: every limit is this instance's).
+    pub fleet: Option<FleetConfig>,
 }
+
+/// Where fleet-wide rate limits are counted, and what happens when it cannot be reached.
+#[derive(Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    pub url: String,
+    pub mode: FleetMode,
+    pub sync_interval: Duration,
+    pub timeout: Duration,
+    pub on_error: OnRedisError,
+    pub key_prefix: String,
+}
+
+impl FleetConfig {
+    /// The URL with any password replaced, for logs, plans and status.
+    pub fn redacted_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}://***@{}", &self.url[..scheme], &self.url[at + 1..])
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+impl std::fmt::Debug for FleetConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetConfig")
+            .field("url", &self.redacted_url())
+            .field("mode", &self.mode)
+            .field("sync_interval", &self.sync_interval)
+            .field("timeout", &self.timeout)
+            .field("on_error", &self.on_error)
+            .field("key_prefix", &self.key_prefix)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetMode {
+    /// Decide locally; reconcile counts with Redis in the background.
+    Sync,
+    /// Ask Redis for every request (an atomic script).
+    Exact,
+}
+
+impl FleetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FleetMode::Sync => "sync",
+            FleetMode::Exact => "exact",
+        }
+    }
+}
+
+/// What decides while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// This instance's own limiter, alone.
+    Local,
+    /// Nothing: rate-limited tenants' requests are refused (503).
+    Deny,
+}
+
+impl OnRedisError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRedisError::Local => "local",
+            OnRedisError::Deny => "deny",
+        }
+    }
+}
+
+pub const DEFAULT_SYNC_INTERVAL_MS: u64 = 200;
+pub const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "tenantgate";
+pub const DEFAULT_QUEUE_TIMEOUT_MS: u64 = 100;
+pub const DEFAULT_TENANT_SERIES_LIMIT: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -82,6 +161,60 @@ pub struct RoutingConfig {
     pub hosts: Vec<HostConfig>,
     pub tls: TlsConfig,
     pub identity: IdentityConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// Which tenants get their own metric series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub tenant_series_limit: usize,
+    /// Always labelled; the remaining slots go to the busiest tenants.
+    pub tenant_series: Vec<TenantId>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            tenant_series_limit: DEFAULT_TENANT_SERIES_LIMIT,
+            tenant_series: Vec::new(),
+        }
+    }
+}
+
+/// A token bucket: `per_second` on average, up to `burst` at once after a quiet spell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Finite and positive (validated), so equality is total.
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Eq for Rate {}
+
+/// At most `max_in_flight` requests of a tenant at once; up to `queue` more wait `queue_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConcurrencyLimit {
+    pub max_in_flight: u32,
+    pub queue: u32,
+    pub queue_timeout: Duration,
+}
+
+/// A rate limit on the paths under `path_prefix`, counted per tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteLimit {
+    /// As a route rule's: starts with `/`, no trailing `/`.
+    pub path_prefix: String,
+    pub rate: Rate,
+}
+
+/// The limits that apply to one tenant, resolved from its own settings, its plan and `[limits]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantLimits {
+    pub rate: Option<Rate>,
+    /// Per API key or token subject, within `rate`.
+    pub credential_rate: Option<Rate>,
+    pub concurrency: Option<ConcurrencyLimit>,
+    pub routes: Vec<RouteLimit>,
 }
 
 /// How a request proves whom it acts for: tokens, API keys, the tenant source, role rules.
@@ -435,6 +568,8 @@ pub struct TenantConfig {
     pub tenant_source: Option<TenantSource>,
     pub api_keys: Vec<ApiKeyConfig>,
     pub route_rules: Vec<RouteRule>,
+    pub plan: Option<String>,
+    pub limits: TenantLimits,
 }
 
 /// `percent` (1 to 99) of a tenant's requests go to `pool`, the rest to the tenant's own pool.

@@ -193,7 +193,7 @@ fn unknown_sections_and_tenants_without_pools_are_refused() {
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules"#,
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics"#,
             r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
         ]
     );
@@ -589,4 +589,129 @@ pool = "p"
         );
     }
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+}
+
+#[test]
+fn limits_layer_tenant_over_plan_over_defaults_and_routes_merge_by_prefix() {
+    let c = ok(r#"
+[limits]
+rate_limit = { requests_per_second = 100, burst = 200 }
+concurrency = { max_in_flight = 50 }
+route_limits = [
+  { path_prefix = "/search/", rate_limit = { requests_per_second = 5 } },
+  { path_prefix = "/export", rate_limit = { requests_per_second = 1 } },
+]
+
+[limits.redis]
+url = "redis://:secret@127.0.0.1:6379/0"
+mode = "exact"
+on_error = "deny"
+
+[plans.free]
+rate_limit = { requests_per_second = 10, burst = 20 }
+credential_rate_limit = { requests_per_second = 2.5 }
+route_limits = [{ path_prefix = "/export", rate_limit = { unlimited = true } }]
+
+[metrics]
+tenant_series_limit = 2
+tenant_series = ["acme"]
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+plan = "free"
+rate_limit = { requests_per_second = 30 }
+concurrency = { unlimited = true }
+
+[tenants.globex]
+pool = "shared"
+"#);
+    let acme = c.routing.tenant("acme").expect("acme");
+    let rate = acme.limits.rate.expect("own rate");
+    assert_eq!(
+        (rate.per_second, rate.burst),
+        (30.0, 30),
+        "burst defaults to a second's worth"
+    );
+    let cred = acme.limits.credential_rate.expect("plan's credential rate");
+    assert_eq!((cred.per_second, cred.burst), (2.5, 3));
+    assert_eq!(acme.limits.concurrency, None, "lifted by the tenant");
+    let routes: Vec<&str> = acme
+        .limits
+        .routes
+        .iter()
+        .map(|r| r.path_prefix.as_str())
+        .collect();
+    assert_eq!(
+        routes,
+        ["/search"],
+        "the plan lifted /export; /search/ lost its slash"
+    );
+    let globex = c.routing.tenant("globex").expect("globex");
+    assert_eq!(globex.limits.rate.map(|r| r.burst), Some(200));
+    assert_eq!(globex.limits.concurrency.map(|c| c.max_in_flight), Some(50));
+    assert_eq!(
+        globex.limits.concurrency.map(|c| c.queue_timeout),
+        Some(Duration::from_millis(100))
+    );
+    assert_eq!(globex.limits.routes.len(), 2);
+    let fleet = c.gateway.fleet.expect("fleet");
+    assert_eq!(fleet.redacted_url(), "redis://***@127.0.0.1:6379/0");
+    assert!(!format!("{fleet:?}").contains("secret"));
+    assert_eq!(fleet.sync_interval, Duration::from_millis(200));
+    assert_eq!(c.routing.metrics.tenant_series_limit, 2);
+    assert_eq!(c.routing.metrics.tenant_series.len(), 1);
+}
+
+#[test]
+fn every_limit_error_is_reported_at_once() {
+    let e = errors(
+        r#"
+[limits]
+rate_limit = { requests_per_second = 0 }
+concurrency = { max_in_flight = 0, queu = 3 }
+
+[limits.redis]
+url = "http://127.0.0.1:6379"
+timeout_ms = 0
+
+[plans.free]
+rate_limit = { unlimited = true, burst = 3 }
+
+[metrics]
+tenant_series_limit = 1
+tenant_series = ["acme", "ghost"]
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+plan = "gold"
+credential_rate_limit = { burst = 3 }
+route_limits = [{ path_prefix = "/a/../b", rate_limit = { requests_per_second = 1 } }]
+"#,
+    );
+    let expected = [
+        "limits.concurrency.queu: unknown key",
+        "limits.rate_limit.requests_per_second: 0 must be above 0",
+        "limits.concurrency.max_in_flight: must be at least 1",
+        "plans.free.rate_limit: unlimited = true takes no requests_per_second or burst",
+        "tenants.acme.plan: unknown plan \"gold\"; plans are: free",
+        "tenants.acme.credential_rate_limit: needs requests_per_second",
+        "tenants.acme.route_limits[0].path_prefix: \"/a/../b\" must start with '/'",
+        "limits.redis.url: must start with redis://",
+        "limits.redis.timeout_ms: 0 ms: use 1 to 10000",
+        "metrics.tenant_series: 2 tenants listed, but tenant_series_limit is 1",
+        "metrics.tenant_series[1]: \"ghost\" is not a tenant",
+    ];
+    for wanted in expected {
+        assert!(
+            e.iter().any(|line| line.contains(wanted)),
+            "missing {wanted:?} in:\n{}",
+            e.join("\n")
+        );
+    }
 }

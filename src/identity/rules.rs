@@ -9,7 +9,11 @@ use crate::config::model::RouteRule;
 
 /// Whether `rule` covers `path` (`/admin` covers `/admin` and `/admin/x`, not `/administrator`).
 pub fn covers(rule: &RouteRule, path: &str) -> bool {
-    let prefix = rule.path_prefix.as_str();
+    covers_prefix(&rule.path_prefix, path)
+}
+
+/// Whether `prefix` (a route rule's or route limit's) covers `path`, by whole segments.
+pub fn covers_prefix(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || path
             .strip_prefix(prefix)

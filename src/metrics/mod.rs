@@ -5,26 +5,85 @@
 //! an atomic add.
 
 pub mod names;
+pub mod tenant;
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
-use crate::config::model::CertificateConfig;
+use crate::config::model::{CertificateConfig, FleetMode, OnRedisError};
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::gateway_error::GatewayError;
+use crate::limits::Scope;
 use crate::routing::RoutingTable;
+use tenant::{RequestRecord, TenantSeries, TenantStats, STATUS_CLASSES};
 
-/// Status classes 1xx to 5xx, plus one slot for anything outside them.
-const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+const REQUEST_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A contender takes a labelled tenant's place when it had more than this many times its requests
+/// since the last look (hysteresis: two tenants of similar traffic do not swap at every scrape).
+const EVICTION_FACTOR: u64 = 2;
+
+/// The per-tenant metric families; a [`TenantSeries`] is one label value's handles into them.
+struct TenantFamilies {
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream: HistogramVec,
+    bytes_in: IntCounterVec,
+    bytes_out: IntCounterVec,
+    limited: IntCounterVec,
+    overloaded: IntCounterVec,
+    upstream_errors: IntCounterVec,
+    in_flight: IntGaugeVec,
+}
+
+impl TenantFamilies {
+    fn series(&self, tenant: &str) -> TenantSeries {
+        TenantSeries {
+            requests: STATUS_CLASSES.map(|class| self.requests.with_label_values(&[tenant, class])),
+            duration: self.duration.with_label_values(&[tenant]),
+            upstream: self.upstream.with_label_values(&[tenant]),
+            bytes_in: self.bytes_in.with_label_values(&[tenant]),
+            bytes_out: self.bytes_out.with_label_values(&[tenant]),
+            limited: Scope::ALL.map(|s| self.limited.with_label_values(&[tenant, s.as_str()])),
+            overloaded: self.overloaded.with_label_values(&[tenant]),
+            upstream_errors: self.upstream_errors.with_label_values(&[tenant]),
+        }
+    }
+
+    fn remove(&self, tenant: &str) {
+        for class in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[tenant, class]);
+        }
+        for scope in Scope::ALL {
+            let _ = self.limited.remove_label_values(&[tenant, scope.as_str()]);
+        }
+        let _ = self.duration.remove_label_values(&[tenant]);
+        let _ = self.upstream.remove_label_values(&[tenant]);
+        let _ = self.bytes_in.remove_label_values(&[tenant]);
+        let _ = self.bytes_out.remove_label_values(&[tenant]);
+        let _ = self.overloaded.remove_label_values(&[tenant]);
+        let _ = self.upstream_errors.remove_label_values(&[tenant]);
+        let _ = self.in_flight.remove_label_values(&[tenant]);
+    }
+}
 
 pub struct Metrics {
     registry: Registry,
-    requests: [IntCounter; STATUS_CLASSES.len()],
+    families: TenantFamilies,
+    /// Tenants without their own series.
+    other: TenantSeries,
+    /// Requests that matched no tenant.
+    none: TenantSeries,
+    /// Tenants with their own series, by id: the guard's state. Touched at publish and scrape only.
+    labelled: Mutex<HashMap<String, Arc<TenantStats>>>,
+    tenant_series: IntGauge,
     errors: [IntCounter; GatewayError::ALL.len()],
-    duration: Histogram,
     retries: IntCounter,
     ejections: IntCounterVec,
     upstream_healthy: IntGaugeVec,
@@ -33,6 +92,9 @@ pub struct Metrics {
     certificate_expiry: IntGaugeVec,
     reloads: IntCounterVec,
     reload_duration: Histogram,
+    redis_up: IntGauge,
+    redis_errors: [IntCounter; 2],
+    fallbacks: [IntCounter; 2],
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -51,105 +113,134 @@ impl Metrics {
                 tracing::error!(error = %e, "metric registration failed");
             }
         };
-
-        let requests_vec = IntCounterVec::new(
-            Opts::new(REQUESTS_TOTAL, "Requests answered, by status class"),
-            &[LABEL_STATUS_CLASS],
-        )
-        .expect("static metric definition");
-        let requests = STATUS_CLASSES.map(|class| requests_vec.with_label_values(&[class]));
-        register(Box::new(requests_vec));
-
-        let errors_vec = IntCounterVec::new(
-            Opts::new(
-                GATEWAY_ERRORS_TOTAL,
-                "Responses the gateway made itself, by error code",
-            ),
-            &[LABEL_ERROR],
-        )
-        .expect("static metric definition");
-        let errors = GatewayError::ALL.map(|e| errors_vec.with_label_values(&[e.code()]));
-        register(Box::new(errors_vec));
-
-        let duration = Histogram::with_opts(
-            HistogramOpts::new(
-                REQUEST_DURATION_SECONDS,
-                "Time from request start to the end of the response",
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let v = IntCounterVec::new(Opts::new(name, help), labels)
+                .expect("static metric definition");
+            register(Box::new(v.clone()));
+            v
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let v =
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
+            register(Box::new(v.clone()));
+            v
+        };
+        let histogram_vec = |name: &str, help: &str, buckets: &[f64]| {
+            let v = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+                &[LABEL_TENANT],
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ]),
-        )
-        .expect("static metric definition");
-        register(Box::new(duration.clone()));
+            .expect("static metric definition");
+            register(Box::new(v.clone()));
+            v
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("static metric definition");
+            register(Box::new(c.clone()));
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("static metric definition");
+            register(Box::new(g.clone()));
+            g
+        };
 
-        let retries = IntCounter::new(
+        let families = TenantFamilies {
+            requests: counter_vec(
+                REQUESTS_TOTAL,
+                "Requests answered, by tenant and status class",
+                &[LABEL_TENANT, LABEL_STATUS_CLASS],
+            ),
+            duration: histogram_vec(
+                REQUEST_DURATION_SECONDS,
+                "Time from request start to the end of the response, by tenant",
+                &REQUEST_BUCKETS,
+            ),
+            upstream: histogram_vec(
+                UPSTREAM_RESPONSE_SECONDS,
+                "Time from choosing an upstream to its response header, by tenant",
+                &REQUEST_BUCKETS,
+            ),
+            bytes_in: counter_vec(
+                REQUEST_BYTES_TOTAL,
+                "Request body bytes received from clients, by tenant",
+                &[LABEL_TENANT],
+            ),
+            bytes_out: counter_vec(
+                RESPONSE_BYTES_TOTAL,
+                "Response body bytes sent to clients, by tenant",
+                &[LABEL_TENANT],
+            ),
+            limited: counter_vec(
+                RATE_LIMITED_TOTAL,
+                "Requests refused with 429, by tenant and the limit they did not fit",
+                &[LABEL_TENANT, LABEL_SCOPE],
+            ),
+            overloaded: counter_vec(
+                OVERLOADED_TOTAL,
+                "Requests refused with 503 tenant_overloaded (concurrency cap), by tenant",
+                &[LABEL_TENANT],
+            ),
+            upstream_errors: counter_vec(
+                UPSTREAM_ERRORS_TOTAL,
+                "Failed upstream connections and exchanges, by tenant",
+                &[LABEL_TENANT],
+            ),
+            in_flight: gauge_vec(
+                IN_FLIGHT_REQUESTS,
+                "Requests in flight, by tenant",
+                &[LABEL_TENANT],
+            ),
+        };
+        let other = families.series(OTHER_TENANTS);
+        let none = families.series(NO_TENANT);
+        let tenant_series = gauge(
+            TENANT_SERIES,
+            "Tenants with their own label values (the rest are summed under tenant=\"_other\")",
+        );
+
+        let errors_vec = counter_vec(
+            GATEWAY_ERRORS_TOTAL,
+            "Responses the gateway made itself, by error code",
+            &[LABEL_ERROR],
+        );
+        let errors = GatewayError::ALL.map(|e| errors_vec.with_label_values(&[e.code()]));
+        let retries = counter(
             UPSTREAM_RETRIES_TOTAL,
             "Requests sent to another upstream after a failed connection",
-        )
-        .expect("static metric definition");
-        register(Box::new(retries.clone()));
-
-        let ejections = IntCounterVec::new(
-            Opts::new(
-                UPSTREAM_EJECTIONS_TOTAL,
-                "Times an upstream was skipped for fail_timeout after a failed connection",
-            ),
+        );
+        let ejections = counter_vec(
+            UPSTREAM_EJECTIONS_TOTAL,
+            "Times an upstream was skipped for fail_timeout after a failed connection",
             &[LABEL_POOL, LABEL_UPSTREAM],
-        )
-        .expect("static metric definition");
-        register(Box::new(ejections.clone()));
-
-        let upstream_healthy = IntGaugeVec::new(
-            Opts::new(
-                UPSTREAM_HEALTHY,
-                "1 when the upstream passes its active health check",
-            ),
+        );
+        let upstream_healthy = gauge_vec(
+            UPSTREAM_HEALTHY,
+            "1 when the upstream passes its active health check",
             &[LABEL_POOL, LABEL_UPSTREAM],
-        )
-        .expect("static metric definition");
-        register(Box::new(upstream_healthy.clone()));
-
-        let generation = IntGauge::new(CONFIG_GENERATION, "Generation of the routing table in use")
-            .expect("static metric definition");
-        register(Box::new(generation.clone()));
-
-        let tenants = IntGaugeVec::new(
-            Opts::new(TENANTS, "Tenants in the routing table, by status"),
-            &[LABEL_STATUS],
-        )
-        .expect("static metric definition");
-        register(Box::new(tenants.clone()));
-
-        let certificate_expiry = IntGaugeVec::new(
-            Opts::new(
-                CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
-                "When each served certificate expires (notAfter, Unix seconds); alert on it minus time()",
-            ),
+        );
+        let generation = gauge(CONFIG_GENERATION, "Generation of the routing table in use");
+        let tenants = gauge_vec(
+            TENANTS,
+            "Tenants in the routing table, by status and pool",
+            &[LABEL_STATUS, LABEL_POOL],
+        );
+        let certificate_expiry = gauge_vec(
+            CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS,
+            "When each served certificate expires (notAfter, Unix seconds); alert on it minus time()",
             &[LABEL_CERT, LABEL_NAME],
-        )
-        .expect("static metric definition");
-        register(Box::new(certificate_expiry.clone()));
-
-        let build = IntGaugeVec::new(
-            Opts::new(BUILD_INFO, "Always 1; labelled with the version"),
+        );
+        let build = gauge_vec(
+            BUILD_INFO,
+            "Always 1; labelled with the version",
             &[LABEL_VERSION],
-        )
-        .expect("static metric definition");
+        );
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        register(Box::new(build));
-
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                RELOADS_TOTAL,
-                "Changes to the routing table (file reloads and admin API changes), by result: applied, unchanged, or the refusal's error code",
-            ),
+        let reloads = counter_vec(
+            RELOADS_TOTAL,
+            "Changes to the routing table (file reloads and admin API changes), by result: applied, unchanged, or the refusal's error code",
             &[LABEL_RESULT],
-        )
-        .expect("static metric definition");
-        register(Box::new(reloads.clone()));
-
+        );
         let reload_duration = Histogram::with_opts(
             HistogramOpts::new(
                 RELOAD_DURATION_SECONDS,
@@ -161,31 +252,161 @@ impl Metrics {
         )
         .expect("static metric definition");
         register(Box::new(reload_duration.clone()));
+        let redis_up = gauge(
+            LIMITER_REDIS_UP,
+            "1 when the last call to the rate-limit Redis succeeded (only with [limits.redis])",
+        );
+        let redis_errors_vec = counter_vec(
+            LIMITER_REDIS_ERRORS_TOTAL,
+            "Failed or timed-out calls to the rate-limit Redis, by mode",
+            &[LABEL_MODE],
+        );
+        let redis_errors = [FleetMode::Sync, FleetMode::Exact]
+            .map(|m| redis_errors_vec.with_label_values(&[m.as_str()]));
+        let fallbacks_vec = counter_vec(
+            LIMITER_FALLBACKS_TOTAL,
+            "Rate-limit decisions made by the on_error policy because Redis was unavailable",
+            &[LABEL_POLICY],
+        );
+        let fallbacks = [OnRedisError::Local, OnRedisError::Deny]
+            .map(|p| fallbacks_vec.with_label_values(&[p.as_str()]));
 
         Metrics {
-            reloads,
-            reload_duration,
             registry,
-            requests,
+            families,
+            other,
+            none,
+            labelled: Mutex::new(HashMap::new()),
+            tenant_series,
             errors,
-            duration,
             retries,
             ejections,
             upstream_healthy,
             generation,
             tenants,
             certificate_expiry,
+            reloads,
+            reload_duration,
+            redis_up,
+            redis_errors,
+            fallbacks,
         }
     }
 
-    /// Counts one finished request.
-    pub fn observe_request(&self, status: u16, seconds: f64) {
-        let class = match status {
-            100..=599 => usize::from(status / 100 - 1),
-            _ => STATUS_CLASSES.len() - 1,
+    /// Counts a finished request of `tenant` (`None`: it matched no tenant).
+    pub fn observe_request(&self, tenant: Option<&TenantStats>, record: &RequestRecord) {
+        match tenant {
+            Some(stats) => stats.observe(record, &self.other),
+            None => self.none.observe(record),
+        }
+    }
+
+    /// A call to the rate-limit Redis, and whether it succeeded.
+    pub fn observe_redis(&self, ok: bool, mode: FleetMode) {
+        self.redis_up.set(i64::from(ok));
+        if !ok {
+            self.redis_errors[mode as usize].inc();
+        }
+    }
+
+    pub fn observe_fallback(&self, policy: OnRedisError) {
+        self.fallbacks[policy as usize].inc();
+    }
+
+    /// The cardinality guard: gives the allow-listed tenants and then the busiest their own series,
+    /// up to the table's limit, and takes them from tenants that left the table.
+    pub fn assign_tenant_series(&self, table: &RoutingTable) {
+        let mut labelled = match self.labelled.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
         };
-        self.requests[class].inc();
-        self.duration.observe(seconds);
+        let families = &self.families;
+        let forget = |id: &str, stats: &TenantStats| {
+            stats.series.store(None);
+            families.remove(id);
+        };
+        labelled.retain(|id, stats| match table.tenant_by_id(id) {
+            Some(t) if Arc::ptr_eq(&t.stats, stats) => true,
+            _ => {
+                forget(id, stats);
+                false
+            }
+        });
+        let config = table.metrics_config();
+        let tenants = table.tenants();
+        let label = |labelled: &mut HashMap<String, Arc<TenantStats>>, i: usize| {
+            let t = &tenants[i];
+            t.stats
+                .series
+                .store(Some(Arc::new(families.series(t.id.as_str()))));
+            labelled.insert(t.id.to_string(), Arc::clone(&t.stats));
+        };
+        for id in &config.tenant_series {
+            if let Some(i) = table.tenant_index(id.as_str()) {
+                if !labelled.contains_key(id.as_str()) {
+                    label(&mut labelled, i);
+                }
+            }
+        }
+        let recent: Vec<u64> = tenants
+            .iter()
+            .map(|t| t.stats.recent.swap(0, std::sync::atomic::Ordering::Relaxed))
+            .collect();
+        // Busiest first; among equals, file order.
+        let mut contenders: Vec<usize> = (0..tenants.len())
+            .filter(|&i| !labelled.contains_key(tenants[i].id.as_str()))
+            .collect();
+        contenders.sort_by_key(|&i| std::cmp::Reverse(recent[i]));
+        let mut contenders = contenders.into_iter().peekable();
+        while labelled.len() < config.tenant_series_limit {
+            match contenders.next() {
+                Some(i) => label(&mut labelled, i),
+                None => break,
+            }
+        }
+        let listed = |id: &str| config.tenant_series.iter().any(|t| t.as_str() == id);
+        let mut incumbents: Vec<usize> = tenants
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| labelled.contains_key(t.id.as_str()) && !listed(t.id.as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        incumbents.sort_by_key(|&i| recent[i]);
+        for incumbent in incumbents {
+            match contenders.peek() {
+                Some(&c) if recent[c] > recent[incumbent].saturating_mul(EVICTION_FACTOR) => {
+                    let id = tenants[incumbent].id.as_str();
+                    if let Some(stats) = labelled.remove(id) {
+                        forget(id, &stats);
+                    }
+                    label(&mut labelled, c);
+                    contenders.next();
+                }
+                _ => break,
+            }
+        }
+        self.tenant_series
+            .set(i64::try_from(labelled.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Requests in flight per labelled tenant, and the others' sum under `_other`.
+    fn observe_in_flight(&self, table: &RoutingTable) {
+        let mut other = 0i64;
+        for t in table.tenants() {
+            let n = i64::from(t.in_flight.current());
+            if t.stats.has_own_series() {
+                self.families
+                    .in_flight
+                    .with_label_values(&[t.id.as_str()])
+                    .set(n);
+            } else {
+                other += n;
+            }
+        }
+        self.families
+            .in_flight
+            .with_label_values(&[names::OTHER_TENANTS])
+            .set(other);
     }
 
     pub fn observe_gateway_error(&self, error: GatewayError) {
@@ -208,16 +429,20 @@ impl Metrics {
     /// Publishes a routing table that has just been put in use: its generation, tenants by status,
     /// and every upstream's health (so each series exists from the start, not from its first check).
     pub fn observe_table(&self, table: &RoutingTable) {
-        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        let suspended = table.suspended_count();
         self.generation
             .set(i64::try_from(table.generation()).unwrap_or(i64::MAX));
-        self.tenants
-            .with_label_values(&["active"])
-            .set(gauge(table.tenants().len() - suspended));
-        self.tenants
-            .with_label_values(&["suspended"])
-            .set(gauge(suspended));
+        let mut by_status_and_pool: HashMap<(&str, usize), i64> = HashMap::new();
+        for t in table.tenants() {
+            *by_status_and_pool
+                .entry((t.status.as_str(), t.pool))
+                .or_default() += 1;
+        }
+        self.tenants.reset();
+        for ((status, pool), n) in by_status_and_pool {
+            let pool = table.pool(pool).map_or("", |p| p.name());
+            self.tenants.with_label_values(&[status, pool]).set(n);
+        }
+        self.assign_tenant_series(table);
         for pool in table.pools() {
             for upstream in pool.upstreams() {
                 self.upstream_healthy(pool.name(), &upstream.label)
@@ -245,30 +470,12 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition of every metric, after the guard has looked at `table`.
+    pub fn render(&self, table: &RoutingTable) -> String {
+        self.assign_tenant_series(table);
+        self.observe_in_flight(table);
         TextEncoder::new()
             .encode_to_string(&self.registry.gather())
             .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_counted_by_status_class() {
-        let m = Metrics::get();
-        let before = m.requests[1].get();
-        m.observe_request(204, 0.001);
-        m.observe_request(999, 0.001);
-        assert_eq!(m.requests[1].get(), before + 1);
-        let text = m.render();
-        assert!(
-            text.contains("tenantgate_requests_total{status_class=\"2xx\"}"),
-            "{text}"
-        );
-        assert!(text.contains("tenantgate_build_info{version="), "{text}");
     }
 }

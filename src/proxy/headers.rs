@@ -182,6 +182,26 @@ fn append_forwarded_for<'a>(
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers):
+/// the limit's burst, what is left of it, and the seconds until it is whole again.
+pub fn rate_limit_headers(
+    limit: u32,
+    remaining: u32,
+    reset: std::time::Duration,
+) -> [(&'static str, HeaderValue); 3] {
+    [
+        ("RateLimit-Limit", HeaderValue::from(limit)),
+        ("RateLimit-Remaining", HeaderValue::from(remaining)),
+        ("RateLimit-Reset", whole_seconds(reset)),
+    ]
+}
+
+/// Seconds, rounded up, at least 1: a client that waits this long finds what it waits for.
+pub fn whole_seconds(d: std::time::Duration) -> HeaderValue {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
-    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, STRICT_TRANSPORT_SECURITY,
+    CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER, STRICT_TRANSPORT_SECURITY,
     WWW_AUTHENTICATE,
 };
 use http::{HeaderValue, StatusCode};
@@ -33,8 +33,14 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::gateway_error::GatewayError;
 use crate::identity::Principal;
+use crate::limits::concurrency::Permit;
+use crate::limits::fleet::{decide, Fleet, Verdict};
+use crate::limits::gcra::Quota;
+use crate::limits::{Credential, Limited};
+use crate::metrics::tenant::RequestRecord;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
+use crate::routing::table::Tenant;
 use crate::routing::{Route, RoutingTable, TableHandle};
 use crate::tls::ClientServerName;
 use crate::upstream::{InFlight, Tried};
@@ -47,14 +53,21 @@ pub struct Gateway {
     /// connection, so clients reconnect elsewhere.
     draining: Arc<AtomicBool>,
     metrics: &'static Metrics,
+    /// Where fleet-wide rate limits are counted (`None`: each instance limits alone).
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Gateway {
-    pub fn new(table: Arc<TableHandle>, draining: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        table: Arc<TableHandle>,
+        draining: Arc<AtomicBool>,
+        fleet: Option<Arc<Fleet>>,
+    ) -> Self {
         Gateway {
             table,
             draining,
             metrics: Metrics::get(),
+            fleet,
         }
     }
 }
@@ -78,6 +91,16 @@ pub struct RequestCtx {
     error: Option<GatewayError>,
     /// The verified credential, when the request needed one.
     principal: Option<Principal>,
+    /// The request's place in its tenant's in-flight count, released when the request ends.
+    permit: Option<Permit>,
+    /// What the request left of its tightest rate limit, for the `RateLimit-*` headers.
+    quota: Option<Quota>,
+    /// The rate limit the request did not fit.
+    limited: Option<Limited>,
+    /// When the first upstream was chosen.
+    upstream_started: Option<Instant>,
+    upstream_seconds: Option<f64>,
+    upstream_errors: u32,
 }
 
 impl RequestCtx {
@@ -121,6 +144,12 @@ impl ProxyHttp for Gateway {
             in_flight: None,
             error: None,
             principal: None,
+            permit: None,
+            quota: None,
+            limited: None,
+            upstream_started: None,
+            upstream_seconds: None,
+            upstream_errors: 0,
         }
     }
 
@@ -162,6 +191,34 @@ impl ProxyHttp for Gateway {
                 }
             },
         };
+        let limits = match (
+            &decision,
+            ctx.route.and_then(|r| ctx.table.tenant(r.tenant?)),
+        ) {
+            (Decision::Proxy, Some(tenant)) => {
+                let admitted = admit_within_limits(
+                    self.fleet.as_deref(),
+                    tenant,
+                    ctx.principal.as_ref(),
+                    req.uri.path(),
+                )
+                .await;
+                Some(admitted)
+            }
+            _ => None,
+        };
+        let decision = match limits {
+            None => decision,
+            Some(Ok((quota, permit))) => {
+                ctx.quota = quota;
+                ctx.permit = Some(permit);
+                Decision::Proxy
+            }
+            Some(Err((error, limited))) => {
+                ctx.limited = limited;
+                Decision::Refuse(error)
+            }
+        };
         let refusal = match decision {
             Decision::Proxy => match ctx.choose_upstream() {
                 true => return Ok(false),
@@ -174,7 +231,7 @@ impl ProxyHttp for Gateway {
             Decision::Refuse(error) => error,
         };
         ctx.error = Some(refusal);
-        respond_with_error(session, refusal, &ctx.request_id).await?;
+        respond_with_error(session, refusal, &ctx.request_id, ctx.limited).await?;
         Ok(true)
     }
 
@@ -194,6 +251,7 @@ impl ProxyHttp for Gateway {
             }
         }
         ctx.attempts += 1;
+        ctx.upstream_started.get_or_insert_with(Instant::now);
         match ctx
             .pool()
             .zip(ctx.upstream)
@@ -228,6 +286,7 @@ impl ProxyHttp for Gateway {
             ctx.refused.insert(index);
         }
         ctx.in_flight = None;
+        ctx.upstream_errors += 1;
         // Nothing was sent yet, so another upstream may take the request whatever its method.
         e.set_retry(true);
         e
@@ -259,8 +318,21 @@ impl ProxyHttp for Gateway {
         forward_headers(upstream_request, &forwarded)
     }
 
-    /// Returns the request id to the client with the upstream's response, and over HTTPS the
-    /// tenant's `Strict-Transport-Security`. `Err` fails the request.
+    /// Notes when the upstream's response header arrived, for the upstream-time metric. `Err` fails
+    /// the request.
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_seconds = ctx.upstream_started.map(|t| t.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Returns the request id to the client with the upstream's response, the `RateLimit-*` headers
+    /// of a rate-limited tenant, and over HTTPS the tenant's `Strict-Transport-Security`. `Err` fails
+    /// the request.
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -268,6 +340,13 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
+        if let Some(quota) = ctx.quota {
+            for (name, value) in
+                headers::rate_limit_headers(quota.limit, quota.remaining, quota.reset)
+            {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         if let Some(hsts) = ctx.table.hsts(ctx.tenant) {
             if is_tls(session) {
                 upstream_response.insert_header(STRICT_TRANSPORT_SECURITY, hsts.clone())?;
@@ -298,10 +377,16 @@ impl ProxyHttp for Gateway {
             };
         };
         ctx.error = Some(error);
+        if matches!(
+            error,
+            GatewayError::UpstreamError | GatewayError::UpstreamTimeout
+        ) {
+            ctx.upstream_errors += 1;
+        }
         // Pingora closes the client connection after a failure in the proxy loop; say so
         // (`Connection: close`), or a keep-alive client sends its next request into a closing socket.
         session.set_keepalive(None);
-        let sent = respond_with_error(session, error, &ctx.request_id)
+        let sent = respond_with_error(session, error, &ctx.request_id, None)
             .await
             .is_ok();
         FailToProxy {
@@ -319,13 +404,26 @@ impl ProxyHttp for Gateway {
     /// Counts the request and writes its access-log line, however the request ended.
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.in_flight = None;
+        ctx.permit = None;
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let elapsed = ctx.started.elapsed();
-        // The duration count goes last: a scrape that sees a request counted there sees all of it.
+        // Per-tenant counts go last: a scrape that sees a request's duration sees all of it.
         if let Some(error) = ctx.error {
             self.metrics.observe_gateway_error(error);
         }
-        self.metrics.observe_request(status, elapsed.as_secs_f64());
+        let record = RequestRecord {
+            status,
+            seconds: elapsed.as_secs_f64(),
+            upstream_seconds: ctx.upstream_seconds,
+            bytes_in: u64::try_from(session.body_bytes_read()).unwrap_or(u64::MAX),
+            bytes_out: u64::try_from(session.body_bytes_sent()).unwrap_or(u64::MAX),
+            limited: ctx.limited.map(|l| l.scope),
+            overloaded: ctx.error == Some(GatewayError::TenantOverloaded),
+            upstream_errors: ctx.upstream_errors,
+        };
+        let tenant = ctx.tenant.and_then(|i| ctx.table.tenant(i));
+        self.metrics
+            .observe_request(tenant.map(|t| &*t.stats), &record);
         if ctx.route.is_some_and(|r| r.canary) {
             let canary = ctx
                 .tenant
@@ -424,10 +522,45 @@ async fn respond_with_redirect(
     session.write_response_header(Box::new(resp), true).await
 }
 
+/// Checks a routed request against its tenant's rate limits and concurrency cap. `Ok`: the tightest
+/// quota left and the request's in-flight permit; `Err`: the refusal, with the limit it did not fit.
+async fn admit_within_limits(
+    fleet: Option<&Fleet>,
+    tenant: &Tenant,
+    principal: Option<&Principal>,
+    path: &str,
+) -> std::result::Result<(Option<Quota>, Permit), (GatewayError, Option<Limited>)> {
+    // A path that could be read as another one could slip past a route limit.
+    if !tenant.limits.routes.is_empty() && crate::identity::rules::is_ambiguous(path) {
+        return Err((GatewayError::AmbiguousPath, None));
+    }
+    let credential = principal.and_then(|p| {
+        p.key_id
+            .as_deref()
+            .map(Credential::ApiKey)
+            .or(p.subject.as_deref().map(Credential::Subject))
+    });
+    let quota = match decide(fleet, &tenant.limiter, credential, path).await {
+        Verdict::Admit(quota) => quota,
+        Verdict::Limit(limited) => return Err((GatewayError::RateLimited, Some(limited))),
+        Verdict::Unavailable => return Err((GatewayError::RateLimiterUnavailable, None)),
+    };
+    let permit = match &tenant.limits.concurrency {
+        None => tenant.in_flight.enter(),
+        Some(cap) => tenant
+            .in_flight
+            .enter_within(cap)
+            .await
+            .map_err(|_| (GatewayError::TenantOverloaded, None))?,
+    };
+    Ok((quota, permit))
+}
+
 async fn respond_with_error(
     session: &mut Session,
     error: GatewayError,
     request_id: &HeaderValue,
+    limited: Option<Limited>,
 ) -> Result<()> {
     let body: Bytes = error.body(request_id.to_str().unwrap_or(""));
     let mut resp = ResponseHeader::build(error.status(), Some(4))?;
@@ -437,6 +570,19 @@ async fn respond_with_error(
     resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
     if error.is_unauthenticated() {
         resp.insert_header(WWW_AUTHENTICATE, bearer_challenge(error))?;
+    }
+    match (error, limited) {
+        (GatewayError::RateLimited, Some(l)) => {
+            resp.insert_header(RETRY_AFTER, headers::whole_seconds(l.exceeded.retry_after))?;
+            for (name, value) in headers::rate_limit_headers(l.exceeded.limit, 0, l.exceeded.reset)
+            {
+                resp.insert_header(name, value)?;
+            }
+        }
+        (GatewayError::TenantOverloaded | GatewayError::RateLimiterUnavailable, _) => {
+            resp.insert_header(RETRY_AFTER, HeaderValue::from_static("1"))?;
+        }
+        _ => {}
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await

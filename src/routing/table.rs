@@ -12,11 +12,14 @@ use foldhash::fast::RandomState;
 use http::{HeaderName, HeaderValue};
 
 use super::host::label_below;
-use crate::config::model::{RouteRule, RoutingConfig, TenantSource};
+use crate::config::model::{MetricsConfig, RouteRule, RoutingConfig, TenantLimits, TenantSource};
 use crate::gateway_error::GatewayError;
 use crate::identity::api_key::TenantKeys;
 use crate::identity::jwks::RemoteKeys;
 use crate::identity::jwt::JwtVerifier;
+use crate::limits::concurrency::InFlight;
+use crate::limits::TenantLimiter;
+use crate::metrics::tenant::TenantStats;
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::store::CertificateStore;
 use crate::upstream::Pool;
@@ -43,6 +46,14 @@ pub struct Tenant {
     pub tenant_source: TenantSource,
     pub api_keys: TenantKeys,
     pub route_rules: Box<[RouteRule]>,
+    /// As configured: the concurrency cap is read from here.
+    pub limits: TenantLimits,
+    /// Rate-limit buckets, carried from the previous table where the limit is unchanged.
+    pub limiter: TenantLimiter,
+    /// Requests in flight, carried for as long as the tenant exists.
+    pub in_flight: Arc<InFlight>,
+    /// Its metric series, carried for as long as the tenant exists.
+    pub stats: Arc<TenantStats>,
 }
 
 /// `percent` of a tenant's requests go to `pool`; `stats` counts how they fare, for the promotion's
@@ -162,6 +173,7 @@ pub struct RoutingTable {
     hosts_hsts: bool,
     hsts: Option<HeaderValue>,
     identity: IdentityTable,
+    metrics: MetricsConfig,
 }
 
 /// Whose traffic a host name carries, to tell whether two names (a connection's SNI, a request's
@@ -226,7 +238,12 @@ impl RoutingTable {
                         .and_then(|old| old.canary_stats(t.id.as_str(), &c.pool))
                         .unwrap_or_default(),
                 });
+                let old = previous.and_then(|p| p.tenant_by_id(t.id.as_str()));
                 Tenant {
+                    limits: t.limits.clone(),
+                    limiter: TenantLimiter::build(&t.id, &t.limits, old.map(|o| &o.limiter)),
+                    in_flight: old.map_or_else(Arc::default, |o| Arc::clone(&o.in_flight)),
+                    stats: old.map_or_else(Arc::default, |o| Arc::clone(&o.stats)),
                     id: t.id.clone(),
                     name: t.name.clone(),
                     status: t.status,
@@ -293,6 +310,7 @@ impl RoutingTable {
             hosts_hsts: tls.hsts.is_some(),
             hsts: hsts_value,
             identity: identity_table(config, previous),
+            metrics: config.metrics.clone(),
         }
     }
 
@@ -416,10 +434,6 @@ impl RoutingTable {
         &self.identity
     }
 
-    pub fn tenant_index(&self, id: &str) -> Option<usize> {
-        self.by_id.get(id).copied()
-    }
-
     fn subdomain_tenant(&self, host: &str) -> Option<usize> {
         for base in self.base_domains.iter() {
             let Some(label) = label_below(host, base) else {
@@ -473,6 +487,15 @@ impl RoutingTable {
 
     pub fn tenant_by_id(&self, id: &str) -> Option<&Tenant> {
         self.tenants.get(*self.by_id.get(id)?)
+    }
+
+    pub fn tenant_index(&self, id: &str) -> Option<usize> {
+        self.by_id.get(id).copied()
+    }
+
+    /// Which tenants get their own metric series.
+    pub fn metrics_config(&self) -> &MetricsConfig {
+        &self.metrics
     }
 
     pub fn hosts(&self) -> &[ReservedHost] {

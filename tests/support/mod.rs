@@ -8,7 +8,9 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod load;
+pub mod metrics;
 pub mod pki;
+pub mod redis;
 pub mod tokens;
 pub mod upstream;
 

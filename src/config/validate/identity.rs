@@ -373,22 +373,7 @@ impl Validator {
 
     pub(super) fn route_rule(&mut self, at: &KeyPath, r: &RouteRuleFile) -> Option<RouteRule> {
         let before = self.errors.len();
-        let prefix = match &r.path_prefix {
-            None => {
-                self.errors
-                    .push(ConfigError::at_key(at.clone(), "needs path_prefix"));
-                String::new()
-            }
-            Some(p) if !p.starts_with('/') || crate::identity::rules::is_ambiguous(p) => {
-                self.errors.push(ConfigError::at_value(
-                    at.key("path_prefix"),
-                    format!("{p:?} must start with '/' and contain no '//', '.' or '..' segments or encoded separators"),
-                ));
-                String::new()
-            }
-            Some(p) if p.len() > 1 => p.trim_end_matches('/').to_owned(),
-            Some(p) => p.clone(),
-        };
+        let prefix = self.path_prefix(at, r.path_prefix.as_deref());
         if r.roles.is_empty() || r.roles.iter().any(|role| role.trim().is_empty()) {
             self.errors.push(ConfigError::at_key(
                 at.key("roles"),
@@ -396,9 +381,29 @@ impl Validator {
             ));
         }
         (self.errors.len() == before).then(|| RouteRule {
-            path_prefix: prefix,
+            path_prefix: prefix.unwrap_or_default(),
             roles: r.roles.clone(),
         })
+    }
+
+    /// A route rule's or route limit's `path_prefix`, without its trailing `/`.
+    pub(super) fn path_prefix(&mut self, at: &KeyPath, prefix: Option<&str>) -> Option<String> {
+        match prefix {
+            None => {
+                self.errors
+                    .push(ConfigError::at_key(at.clone(), "needs path_prefix"));
+                None
+            }
+            Some(p) if !p.starts_with('/') || crate::identity::rules::is_ambiguous(p) => {
+                self.errors.push(ConfigError::at_value(
+                    at.key("path_prefix"),
+                    format!("{p:?} must start with '/' and contain no '//', '.' or '..' segments or encoded separators"),
+                ));
+                None
+            }
+            Some(p) if p.len() > 1 => Some(p.trim_end_matches('/').to_owned()),
+            Some(p) => Some(p.to_owned()),
+        }
     }
 
     pub(super) fn api_keys(&mut self, at: &KeyPath, keys: &[ApiKeyFile]) -> Vec<ApiKeyConfig> {

@@ -27,6 +27,7 @@ use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
 
 mod identity;
+mod limits;
 
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
@@ -61,7 +62,9 @@ const RESERVED_HEADERS: &[&str] = &[
 /// Checks a decoded file and builds the model from it. `path` is only recorded, not read.
 pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
     let mut v = Validator::default();
-    let gateway = v.gateway(&file.gateway);
+    let mut gateway = v.gateway(&file.gateway);
+    gateway.fleet = v.fleet(file.limits.redis.as_ref());
+    let limit_layers = v.limit_layers(&file.limits, &file.plans);
     let admin = v.admin(&file.admin, &gateway, path);
     let folder = path.parent().unwrap_or_else(|| Path::new(""));
     let base_domains = v.base_domains(&file.gateway.base_domains);
@@ -89,7 +92,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .tenants
         .iter()
         .filter_map(|e| Some((e.name.as_str(), e.value.as_ref()?)))
-        .filter_map(|(id, tenant)| v.tenant(id, tenant, &pool_names, &mut claims))
+        .filter_map(|(id, tenant)| v.tenant(id, tenant, &pool_names, &mut claims, &limit_layers))
         .collect();
     let hosts = file
         .hosts
@@ -100,6 +103,8 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     let tls = v.tls(file, &gateway, folder, &tenants, &base_domains);
     let identity = v.identity(file, folder);
     v.api_keys_unique(&tenants);
+    let tenant_ids: Vec<TenantId> = tenants.iter().map(|t| t.id.clone()).collect();
+    let metrics = v.metrics(&file.metrics, &tenant_ids);
 
     if !v.errors.is_empty() {
         return Err(v.errors);
@@ -118,6 +123,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
             hosts,
             tls,
             identity,
+            metrics,
         },
     })
 }
@@ -217,6 +223,7 @@ impl Validator {
             },
             h2c: g.h2c.unwrap_or(false),
             work_stealing: g.work_stealing.unwrap_or(false),
+            fleet: None,
         }
     }
 
@@ -554,6 +561,7 @@ impl Validator {
         t: &TenantFile,
         pool_names: &PoolNames<'_>,
         claims: &mut Claims<'a>,
+        limit_layers: &limits::LimitLayers,
     ) -> Option<TenantConfig> {
         let at = || KeyPath::root().key("tenants").key(id);
         let before = self.errors.len();
@@ -596,6 +604,7 @@ impl Validator {
             .enumerate()
             .filter_map(|(i, r)| self.route_rule(&rules_at.index(i), r))
             .collect();
+        let limits = self.tenant_limits(&at(), t, limit_layers);
         let (Some(id), Some(pool)) = (tenant_id, pool) else {
             return None;
         };
@@ -615,6 +624,8 @@ impl Validator {
             tenant_source: identity::tenant_source(t.tenant_source),
             api_keys,
             route_rules,
+            plan: t.plan.clone(),
+            limits,
         })
     }
 
