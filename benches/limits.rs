@@ -3,7 +3,8 @@
 //! nested, in fleet `sync` mode (local decision plus the count for the next sync), and in fleet
 //! `exact` mode (one Lua script call to a real Redis on loopback per request).
 //!
-//! `exact` needs a redis-server: `TENANTGATE_REDIS_SERVER` (set by `make bench-limits`) or PATH; the
+//! `exact` needs a redis-server: `TENANTGATE_REDIS_SERVER` (`scripts/ensure-redis.sh` prints one) or
+//! PATH; the
 //! bench starts its own on a free loopback port and stops it by PID. The bucket's rate is far above
 //! what the loop sends, so every call is an admitted request, the common case.
 

@@ -18,7 +18,8 @@ pub enum GatewayError {
     /// The request came on a TLS connection opened for another tenant's name (SNI): the client
     /// should open a connection for this host (browsers do so by themselves on 421).
     MisdirectedRequest,
-    /// The path could be read as another path (`//`, `.` or `..` segments, encoded separators) where route rules apply.
+    /// The path could be read as another path (`//`, `.` or `..` segments, encoded separators) where
+    /// route rules or route limits apply.
     AmbiguousPath,
     /// A token or API key is needed here and the request has none.
     MissingCredentials,
@@ -185,7 +186,7 @@ impl GatewayError {
                 "this connection was opened for another host; open one for this host"
             }
             GatewayError::AmbiguousPath => {
-                "the request path is ambiguous where route rules apply; normalize it"
+                "the request path is ambiguous where route rules or route limits apply; normalize it"
             }
             GatewayError::MissingCredentials => "this request needs a bearer token or an API key",
             GatewayError::MalformedToken => "the credential is not a well-formed token",

@@ -25,7 +25,7 @@ use crate::control::audit::AuditOpenError;
 use crate::control::watch::ConfigWatcher;
 use crate::control::ControlPlane;
 use crate::identity::jwks::JwksRefresher;
-use crate::limits::fleet::{Fleet, FleetSync};
+use crate::limits::fleet::{Fleet, LimitsService};
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
@@ -211,14 +211,12 @@ pub fn build(
     jwks.threads = Some(1);
     server.add_service(jwks);
 
-    if let Some(fleet) = fleet {
-        let mut sync = background_service(
-            "tenantgate fleet rate limits",
-            FleetSync::new(fleet, Arc::clone(&table)),
-        );
-        sync.threads = Some(1);
-        server.add_service(sync);
-    }
+    let mut limits = background_service(
+        "tenantgate limits",
+        LimitsService::new(fleet, Arc::clone(&table)),
+    );
+    limits.threads = Some(1);
+    server.add_service(limits);
 
     let mut watcher = background_service(
         "tenantgate config watcher",

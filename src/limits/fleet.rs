@@ -1,5 +1,5 @@
 //! Rate limits shared by a fleet of gateways through Redis, in two modes:
-//! - `sync`: every instance decides alone, on its own buckets; [`FleetSync`] adds what this instance
+//! - `sync`: every instance decides alone, on its own buckets; [`LimitsService`] adds what this instance
 //!   admitted to one counter per bucket in Redis every `sync_interval` and charges each bucket what
 //!   the other instances admitted meanwhile. No request waits on Redis, and a fleet's overshoot is
 //!   bounded by one interval's traffic, not by the number of instances.
@@ -69,10 +69,10 @@ end
 return {1, best, best_remaining, best_reset}
 ";
 
-/// The Redis side of fleet limits, shared by the proxy and [`FleetSync`].
+/// The Redis side of fleet limits, shared by the proxy and [`LimitsService`].
 pub struct Fleet {
     pub config: FleetConfig,
-    /// Set by [`FleetSync`] when it starts, in its own runtime (the connection's driver task lives
+    /// Set by [`LimitsService`] when it starts, in its own runtime (the connection's driver task lives
     /// there).
     connection: ArcSwapOption<ConnectionManager>,
     /// `exact`: no call to Redis before this `now_nanos`.
@@ -107,7 +107,7 @@ impl Fleet {
     }
 
     /// Makes the connection (lazily: the first call connects). Call from the runtime that is to
-    /// drive it; [`FleetSync`] does so when it starts.
+    /// drive it; [`LimitsService`] does so when it starts.
     pub fn connect(&self) -> Result<(), redis::RedisError> {
         let client = redis::Client::open(self.config.url.as_str())?;
         let timeout = self.config.timeout;
@@ -212,6 +212,7 @@ impl Fleet {
             });
         }
         let Some(mut connection) = self.connection() else {
+            self.synced.store(false, Ordering::Relaxed);
             return;
         };
         let mut pipe = redis::pipe();
@@ -322,29 +323,43 @@ pub async fn decide(
     }
 }
 
-/// The background half of fleet limits: makes the Redis connection, and in `sync` mode reconciles
-/// counts every `sync_interval`.
-pub struct FleetSync {
-    fleet: Arc<Fleet>,
+/// How often idle per-credential buckets are forgotten when no fleet sync does it.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The limits' background work: forgets idle per-credential buckets (so memory follows the
+/// credentials in use, not every one ever seen) and, with `[limits.redis]`, makes the Redis
+/// connection and in `sync` mode reconciles counts every `sync_interval`.
+pub struct LimitsService {
+    fleet: Option<Arc<Fleet>>,
     table: Arc<TableHandle>,
 }
 
-impl FleetSync {
-    pub fn new(fleet: Arc<Fleet>, table: Arc<TableHandle>) -> Self {
-        FleetSync { fleet, table }
+impl LimitsService {
+    pub fn new(fleet: Option<Arc<Fleet>>, table: Arc<TableHandle>) -> Self {
+        LimitsService { fleet, table }
     }
 }
 
 #[async_trait]
-impl BackgroundService for FleetSync {
+impl BackgroundService for LimitsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let fleet = &self.fleet;
-        if let Err(e) = fleet.connect() {
-            tracing::error!(url = %fleet.config.redacted_url(), error = %e, "cannot use Redis for rate limits; on_error applies");
-            return;
+        let fleet = self.fleet.as_deref();
+        if let Some(fleet) = fleet {
+            match fleet.connect() {
+                Ok(()) => {
+                    tracing::info!(url = %fleet.config.redacted_url(), mode = fleet.config.mode.as_str(), "rate limits shared through Redis")
+                }
+                Err(e) => {
+                    tracing::error!(url = %fleet.config.redacted_url(), error = %e, "cannot use Redis for rate limits; on_error applies");
+                    fleet.synced.store(false, Ordering::Relaxed);
+                }
+            }
         }
-        tracing::info!(url = %fleet.config.redacted_url(), mode = fleet.config.mode.as_str(), "rate limits shared through Redis");
-        let mut every = tokio::time::interval(fleet.config.sync_interval);
+        let period = match fleet {
+            Some(f) if f.config.mode == FleetMode::Sync => f.config.sync_interval,
+            _ => UPKEEP_INTERVAL,
+        };
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -352,9 +367,9 @@ impl BackgroundService for FleetSync {
                 _ = shutdown.changed() => break,
             }
             let table = self.table.load();
-            match fleet.config.mode {
-                FleetMode::Sync => fleet.sync(&table).await,
-                FleetMode::Exact => {
+            match fleet {
+                Some(f) if f.config.mode == FleetMode::Sync => f.sync(&table).await,
+                _ => {
                     let now = now_nanos();
                     for tenant in table.tenants() {
                         tenant.limiter.forget_idle(now);

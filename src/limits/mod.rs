@@ -1,6 +1,7 @@
 //! Per-tenant limits at run time: request rates (a tenant's, per credential within it, per route
-//! prefix) and requests in flight. Knows nothing of Pingora; the proxy asks [`decide`] and holds a
-//! [`concurrency::Permit`] while a request is in flight.
+//! prefix) and requests in flight. Nothing here reads a request: the proxy passes the tenant,
+//! credential and path to [`fleet::decide`] and holds a [`concurrency::Permit`] while a request is
+//! in flight.
 //!
 //! Every bucket lives in the routing table, inside its tenant's [`TenantLimiter`], and is carried to
 //! the next table when its limit did not change: a reload keeps a tenant's counts, a changed limit

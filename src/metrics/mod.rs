@@ -25,8 +25,8 @@ const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A contender takes a labelled tenant's place when it had more than this many times its requests
-/// since the last look (hysteresis: two tenants of similar traffic do not swap at every scrape).
+/// A contender takes a labelled tenant's place when its smoothed request count is more than this
+/// many times the tenant's (hysteresis: two tenants of similar traffic do not swap at every scrape).
 const EVICTION_FACTOR: u64 = 2;
 
 /// The per-tenant metric families; a [`TenantSeries`] is one label value's handles into them.
@@ -92,7 +92,9 @@ pub struct Metrics {
     certificate_expiry: IntGaugeVec,
     reloads: IntCounterVec,
     reload_duration: Histogram,
-    redis_up: IntGauge,
+    /// Per mode; a series appears with the first call, so a gateway without Redis shows none.
+    redis_up_vec: IntGaugeVec,
+    redis_up: [std::sync::OnceLock<IntGauge>; 2],
     redis_errors: [IntCounter; 2],
     fallbacks: [IntCounter; 2],
 }
@@ -252,9 +254,10 @@ impl Metrics {
         )
         .expect("static metric definition");
         register(Box::new(reload_duration.clone()));
-        let redis_up = gauge(
+        let redis_up_vec = gauge_vec(
             LIMITER_REDIS_UP,
-            "1 when the last call to the rate-limit Redis succeeded (only with [limits.redis])",
+            "1 when the last call to the rate-limit Redis succeeded, by mode (only with [limits.redis])",
+            &[LABEL_MODE],
         );
         let redis_errors_vec = counter_vec(
             LIMITER_REDIS_ERRORS_TOTAL,
@@ -287,7 +290,8 @@ impl Metrics {
             certificate_expiry,
             reloads,
             reload_duration,
-            redis_up,
+            redis_up_vec,
+            redis_up: Default::default(),
             redis_errors,
             fallbacks,
         }
@@ -303,7 +307,9 @@ impl Metrics {
 
     /// A call to the rate-limit Redis, and whether it succeeded.
     pub fn observe_redis(&self, ok: bool, mode: FleetMode) {
-        self.redis_up.set(i64::from(ok));
+        self.redis_up[mode as usize]
+            .get_or_init(|| self.redis_up_vec.with_label_values(&[mode.as_str()]))
+            .set(i64::from(ok));
         if !ok {
             self.redis_errors[mode as usize].inc();
         }
@@ -348,15 +354,20 @@ impl Metrics {
                 }
             }
         }
-        let recent: Vec<u64> = tenants
+        let score: Vec<u64> = tenants
             .iter()
-            .map(|t| t.stats.recent.swap(0, std::sync::atomic::Ordering::Relaxed))
+            .map(|t| {
+                use std::sync::atomic::Ordering::Relaxed;
+                let score = t.stats.score.load(Relaxed) / 2 + t.stats.recent.swap(0, Relaxed);
+                t.stats.score.store(score, Relaxed);
+                score
+            })
             .collect();
         // Busiest first; among equals, file order.
         let mut contenders: Vec<usize> = (0..tenants.len())
             .filter(|&i| !labelled.contains_key(tenants[i].id.as_str()))
             .collect();
-        contenders.sort_by_key(|&i| std::cmp::Reverse(recent[i]));
+        contenders.sort_by_key(|&i| std::cmp::Reverse(score[i]));
         let mut contenders = contenders.into_iter().peekable();
         while labelled.len() < config.tenant_series_limit {
             match contenders.next() {
@@ -371,10 +382,10 @@ impl Metrics {
             .filter(|(_, t)| labelled.contains_key(t.id.as_str()) && !listed(t.id.as_str()))
             .map(|(i, _)| i)
             .collect();
-        incumbents.sort_by_key(|&i| recent[i]);
+        incumbents.sort_by_key(|&i| score[i]);
         for incumbent in incumbents {
             match contenders.peek() {
-                Some(&c) if recent[c] > recent[incumbent].saturating_mul(EVICTION_FACTOR) => {
+                Some(&c) if score[c] > score[incumbent].saturating_mul(EVICTION_FACTOR) => {
                     let id = tenants[incumbent].id.as_str();
                     if let Some(stats) = labelled.remove(id) {
                         forget(id, &stats);

@@ -3,8 +3,8 @@
 //! Every tenant has a [`TenantStats`]; only some have their own [`TenantSeries`] (label values):
 //! the `[metrics] tenant_series` allow-list, then the busiest tenants up to `tenant_series_limit`.
 //! Requests of the others go to the `_other` series. The choice is made off the request path, when
-//! a table is published and at each scrape: a tenant busier than twice the quietest labelled one
-//! takes its place. A series that appears starts at zero and one that goes disappears, as after a
+//! a table is published and at each scrape: a tenant whose smoothed request count (half the last
+//! score plus the requests since) is more than twice the quietest labelled one's takes its place. A series that appears starts at zero and one that goes disappears, as after a
 //! restart, so `sum(rate(...))` over all `tenant` values stays right.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -82,6 +82,9 @@ pub struct TenantStats {
     pub(super) series: ArcSwapOption<TenantSeries>,
     /// Requests since the guard last looked, to find the busiest tenants.
     pub(super) recent: AtomicU64,
+    /// The guard's smoothed view of `recent` (half the last score plus the new count), so that one
+    /// quiet interval does not cost a busy tenant its series. Written by the guard only.
+    pub(super) score: AtomicU64,
 }
 
 impl TenantStats {
