@@ -2,7 +2,7 @@
 
 mod support;
 
-use support::metrics::Exposition;
+use support::metrics::{scrape, Exposition};
 use support::{send, Gateway, Upstream};
 use tenantgate::metrics::names;
 
@@ -27,10 +27,6 @@ pool = "shared"
 pool = "shared"
 status = "suspended"
 "#;
-
-async fn scrape(gw: &Gateway) -> Exposition {
-    Exposition::parse(gw.admin_text("/metrics").await)
-}
 
 /// Scrapes until `done` holds (requests are counted in their logging phase, just after the response
 /// is sent), bounded by the harness's wait.

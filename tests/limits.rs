@@ -7,8 +7,10 @@ mod support;
 use std::time::Duration;
 
 use serde_json::json;
+use support::metrics::scrape;
 use support::redis::Redis;
 use support::{send, tokens, Gateway, Reply, Upstream, WAIT};
+use tenantgate::metrics::names;
 
 const BASE: &str = r#"
 [gateway]
@@ -166,11 +168,15 @@ tenant_source = "host_and_claim"
     assert_eq!(r.status, 429);
     assert_eq!(shared.hits(), 6);
 
-    let metrics = gw.admin_text("/metrics").await;
+    let m = scrape(&gw).await;
     for scope in ["credential", "route", "tenant"] {
-        let series =
-            format!("tenantgate_rate_limited_total{{scope=\"{scope}\",tenant=\"acme\"}} 1");
-        assert!(metrics.contains(&series), "no {series:?} in:\n{metrics}");
+        let labels = [("tenant", "acme"), ("scope", scope)];
+        assert_eq!(
+            m.value(names::RATE_LIMITED_TOTAL, &labels),
+            1.0,
+            "{scope}:\n{}",
+            m.text
+        );
     }
 }
 
@@ -274,13 +280,24 @@ pool = "shared"
         "the queued request was served"
     );
 
-    let metrics = gw.admin_text("/metrics").await;
-    for series in [
-        "tenantgate_overloaded_total{tenant=\"acme\"} 1",
-        "tenantgate_overloaded_total{tenant=\"globex\"} 1",
-        "tenantgate_in_flight_requests{tenant=\"acme\"} 0",
+    let m = scrape(&gw).await;
+    for (metric, tenant, value) in [
+        (names::OVERLOADED_TOTAL, "acme", 1.0),
+        (names::OVERLOADED_TOTAL, "globex", 1.0),
+        (names::IN_FLIGHT_REQUESTS, "acme", 0.0),
     ] {
-        assert!(metrics.contains(series), "no {series:?} in:\n{metrics}");
+        let labels = [("tenant", tenant)];
+        assert!(
+            m.has(metric, &labels),
+            "no {metric} of {tenant}:\n{}",
+            m.text
+        );
+        assert_eq!(
+            m.value(metric, &labels),
+            value,
+            "{metric} of {tenant}:\n{}",
+            m.text
+        );
     }
 }
 
@@ -346,11 +363,7 @@ async fn two_instances_share_one_limit_through_redis_in_sync_and_exact_mode() {
             (10..=13).contains(&admitted),
             "{mode}: {admitted} admitted by two instances sharing a burst of 10"
         );
-        let metrics = a.admin_text("/metrics").await;
-        assert!(
-            metrics.contains(&format!("tenantgate_limiter_redis_up{{mode=\"{mode}\"}} 1")),
-            "{mode}:\n{metrics}"
-        );
+        assert!(redis_up(&a, mode, 1.0).await, "{mode}: Redis not seen up");
     }
 }
 
@@ -375,17 +388,14 @@ async fn when_redis_stops_the_policy_applies_and_the_gateway_recovers_by_itself(
     assert_eq!(statuses[..9], [200; 9], "{statuses:?}");
     assert_eq!(statuses[9], 429, "{statuses:?}");
     for (gw, mode, policy) in [(&deny, "exact", "deny"), (&local, "sync", "local")] {
-        let m = gw.admin_text("/metrics").await;
-        assert!(
-            m.contains(&format!("tenantgate_limiter_redis_up{{mode=\"{mode}\"}} 0")),
-            "{m}"
-        );
-        for series in [
-            format!("tenantgate_limiter_fallbacks_total{{policy=\"{policy}\"}}"),
-            format!("tenantgate_limiter_redis_errors_total{{mode=\"{mode}\"}}"),
+        assert!(redis_up(gw, mode, 0.0).await, "{mode}: Redis not seen down");
+        let m = scrape(gw).await;
+        for (metric, labels) in [
+            (names::LIMITER_FALLBACKS_TOTAL, [("policy", policy)]),
+            (names::LIMITER_REDIS_ERRORS_TOTAL, [("mode", mode)]),
         ] {
-            let count = sample(&m, &series);
-            assert!(count >= 1.0, "{series} is {count}:\n{m}");
+            let count = m.value(metric, &labels);
+            assert!(count >= 1.0, "{metric} is {count}:\n{}", m.text);
         }
     }
 
@@ -395,10 +405,7 @@ async fn when_redis_stops_the_policy_applies_and_the_gateway_recovers_by_itself(
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let ok = send(deny.get("acme.yourapp.test", "/")).await.status == 200;
-        let up = local
-            .admin_text("/metrics")
-            .await
-            .contains("tenantgate_limiter_redis_up{mode=\"sync\"} 1");
+        let up = redis_up(&local, "sync", 1.0).await;
         if ok && up {
             break;
         }
@@ -410,10 +417,9 @@ async fn when_redis_stops_the_policy_applies_and_the_gateway_recovers_by_itself(
     }
 }
 
-/// The value of the first exposition line that starts with `series`, or 0.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+/// Whether the gateway's `tenantgate_limiter_redis_up{mode}` series exists and reads `value`.
+async fn redis_up(gw: &Gateway, mode: &str, value: f64) -> bool {
+    let m = scrape(gw).await;
+    let labels = [("mode", mode)];
+    m.has(names::LIMITER_REDIS_UP, &labels) && m.value(names::LIMITER_REDIS_UP, &labels) == value
 }

@@ -91,9 +91,7 @@ impl TenantStats {
     pub fn has_own_series(&self) -> bool {
         self.series.load().is_some()
     }
-}
 
-impl TenantStats {
     /// Counts a finished request on the tenant's own series, or on `other`.
     pub fn observe(&self, r: &RequestRecord, other: &TenantSeries) {
         self.recent.fetch_add(1, Ordering::Relaxed);

@@ -3,6 +3,13 @@
 
 use prometheus_parse::{Sample, Scrape, Value};
 
+use super::Gateway;
+
+/// The gateway's `/metrics`, parsed.
+pub async fn scrape(gw: &Gateway) -> Exposition {
+    Exposition::parse(gw.admin_text("/metrics").await)
+}
+
 pub struct Exposition {
     scrape: Scrape,
     pub text: String,
