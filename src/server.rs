@@ -26,6 +26,7 @@ use crate::control::watch::ConfigWatcher;
 use crate::control::ControlPlane;
 use crate::identity::jwks::JwksRefresher;
 use crate::limits::fleet::{Fleet, LimitsService};
+use crate::metrics::tenant::RequestRates;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
@@ -217,6 +218,13 @@ pub fn build(
     );
     limits.threads = Some(1);
     server.add_service(limits);
+
+    let mut rates = background_service(
+        "tenantgate request rates",
+        RequestRates::new(Arc::clone(&table)),
+    );
+    rates.threads = Some(1);
+    server.add_service(rates);
 
     let mut watcher = background_service(
         "tenantgate config watcher",

@@ -131,7 +131,8 @@ async fn every_documented_operation_answers_as_documented() {
     let gw = Gateway::start(CONFIG, &[&shared, &dedicated]).await;
     let base = format!("http://{}", gw.admin);
 
-    // Calls in an order that works: promote before rollback, suspend before activate.
+    // Calls in an order that works: promote before rollback, suspend before activate. The push
+    // (`POST /tenants`) is a dry run, so the tenants the later calls see are the config's.
     let order = [
         "/healthz",
         "/metrics",
@@ -139,6 +140,8 @@ async fn every_documented_operation_answers_as_documented() {
         "/config",
         "/tenants",
         "/tenants/{id}",
+        "/tenants/{id}/export",
+        "/pools/health",
         "/reload",
         "/tenants/{id}/promote",
         "/tenants/{id}/rollback",
@@ -169,6 +172,13 @@ async fn every_documented_operation_answers_as_documented() {
             let mut request = gw.client.request(m.clone(), &url);
             if path.ends_with("/promote") {
                 request = request.json(&json!({"pool": "acme-dedicated"}));
+            } else if path == "/tenants" && method == "post" {
+                // A dry run: the plan and the changes, nothing written.
+                request = request.json(&json!({
+                    "fragment": "[tenants.newco]\npool = \"shared\"\n",
+                    "source": "newco.toml",
+                    "dry_run": true,
+                }));
             }
             let open = op["security"] == json!([])
                 || op["security"]
@@ -232,7 +242,7 @@ async fn every_documented_operation_answers_as_documented() {
             }
         }
     }
-    assert!(operations >= 15, "{operations} operations checked");
+    assert!(operations >= 22, "{operations} operations checked");
 
     // Undocumented methods and paths get the documented generic answers.
     let wrong_method = gw

@@ -19,24 +19,31 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::diff::{rfc3339, CertificateSummary};
-use crate::config::model::{AdminSettings, CertificateConfig, TenantConfig};
+use crate::config::model::{
+    AdminSettings, CertificateConfig, Probe, Rate, TenantConfig, TenantLimits,
+};
 use crate::control::audit::Actor;
 use crate::control::promotion::{
     PromotionRequest, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_PAUSE,
 };
-use crate::control::{ControlPlane, Outcome, Refusal};
+use crate::control::transfer::OnConflict;
+use crate::control::{ControlPlane, ImportRequest, Outcome, Refusal};
 use crate::identity::api_key::sha256;
 use crate::identity::bearer_token;
+use crate::metrics::tenant::RATE_WINDOW_SECONDS;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, MAX_HOST_LEN};
 use crate::routing::RoutingTable;
 use crate::tenant::TenantStatus;
+use crate::upstream::health::probe_now;
 use subtle::ConstantTimeEq;
 
 /// Request bodies are small JSON objects; anything larger is refused.
-const MAX_BODY: usize = 64 * 1024;
+const MAX_BODY: usize = 1024 * 1024;
 /// `GET /tenants` pages: at most this many tenants per answer unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 1000;
+/// Audit entries `GET /tenants/{id}` shows.
+const RECENT_CHANGES: usize = 10;
 
 pub struct AdminApi {
     control: Arc<ControlPlane>,
@@ -116,6 +123,7 @@ impl AdminApi {
         let mut limit = DEFAULT_PAGE;
         let mut offset = 0;
         for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+            let value = percent_decode(value);
             match key {
                 "status" => status = Some(value),
                 "pool" => pool = Some(value),
@@ -131,8 +139,8 @@ impl AdminApi {
             .routing
             .tenants
             .iter()
-            .filter(|t| status.is_none_or(|s| t.status.as_str() == s))
-            .filter(|t| pool.is_none_or(|p| t.pool == p))
+            .filter(|t| status.as_ref().is_none_or(|s| t.status.as_str() == s))
+            .filter(|t| pool.as_ref().is_none_or(|p| t.pool == *p))
             .collect();
         let page: Vec<Value> = matching
             .iter()
@@ -146,13 +154,172 @@ impl AdminApi {
         )
     }
 
+    /// One tenant with everything `tenants show` prints: the list's view, plus its plan and the
+    /// limits in force, its keys (never their hashes), its latest audit entries and its live rate.
     fn tenant(&self, id: &str) -> Response<Vec<u8>> {
         let table = self.control.table().load();
         let applied = self.control.applied();
-        match applied.config.routing.tenant(id) {
-            Some(t) => json_response(StatusCode::OK, &self.tenant_view(&table, t)),
-            None => refusal_response(&Refusal::UnknownTenant(id.to_owned())),
+        let Some(t) = applied.config.routing.tenant(id) else {
+            return refusal_response(&Refusal::UnknownTenant(id.to_owned()));
+        };
+        let mut view = self.tenant_view(&table, t);
+        let running = table.tenant_by_id(id);
+        let now = chrono::Utc::now().timestamp();
+        view["plan"] = json!(t.plan);
+        view["limits"] = limits_view(&t.limits);
+        view["api_keys"] = t
+            .api_keys
+            .iter()
+            .map(|k| {
+                let state = match (k.revoked, k.expires) {
+                    (Some(r), _) if r <= now => "revoked",
+                    (_, Some(e)) if e <= now => "expired",
+                    _ => "valid",
+                };
+                json!({
+                    "id": k.id,
+                    "state": state,
+                    "created": rfc3339(k.created),
+                    "expires": k.expires.map(rfc3339),
+                    "revoked": k.revoked.map(rfc3339),
+                })
+            })
+            .collect();
+        view["traffic"] = json!({
+            "requests_per_second": running.map_or(0.0, |r| r.stats.request_rate()),
+            "window_seconds": RATE_WINDOW_SECONDS,
+            "in_flight": running.map_or(0, |r| r.in_flight.current()),
+        });
+        view["recent_changes"] = json!(self.control.recent_changes(id, RECENT_CHANGES));
+        json_response(StatusCode::OK, &view)
+    }
+
+    /// `GET /tenants/{id}/export`: the tenant file `tenants pull` prints.
+    fn export(&self, id: &str, query: &str) -> Response<Vec<u8>> {
+        let with_keys = query_values(query, "with_keys").any(|v| v == "true" || v == "1");
+        let origin = format!(
+            "the gateway with admin API {}",
+            self.control.applied().config.admin.listen
+        );
+        match self.control.export(id, with_keys, &origin) {
+            Ok(text) => respond(StatusCode::OK, "application/toml", text.into_bytes()),
+            Err(refusal) => refusal_response(&refusal),
         }
+    }
+
+    /// `POST /tenants`: a push of a tenant file, planned, and applied unless it is a dry run.
+    async fn import(&self, actor: Actor, body: &[u8]) -> Response<Vec<u8>> {
+        let request = match import_request(body) {
+            Ok(request) => request,
+            Err(refusal) => return refusal_response(&refusal),
+        };
+        let dry_run = request.dry_run;
+        match self.control.import(actor, request).await {
+            Ok(imported) => {
+                let mut answer = json!({
+                    "dry_run": dry_run,
+                    "plan": imported.plan.to_json(),
+                    "conflicts": imported.plan.conflicts(),
+                    "planned_at_generation": imported.generation,
+                });
+                match &imported.outcome {
+                    Some(outcome) => {
+                        let result = outcome.to_json();
+                        for key in ["result", "generation", "changes"] {
+                            answer[key] = result[key].clone();
+                        }
+                    }
+                    None => {
+                        answer["result"] = json!("dry_run");
+                        answer["generation"] = json!(imported.generation);
+                        answer["changes"] = json!(imported
+                            .changes
+                            .iter()
+                            .map(|c| c.to_json())
+                            .collect::<Vec<_>>());
+                    }
+                }
+                json_response(StatusCode::OK, &answer)
+            }
+            Err(refusal) => refusal_response(&refusal),
+        }
+    }
+
+    /// `GET /pools/health`: probes every upstream of the pools asked for (all by default) now, as
+    /// a health check would, and says what the health checker currently thinks of each.
+    async fn pool_health(&self, query: &str) -> Response<Vec<u8>> {
+        let wanted: Vec<String> = query_values(query, "pool").collect();
+        let pools: Vec<_> = self
+            .control
+            .table()
+            .load()
+            .pools()
+            .iter()
+            .filter(|p| wanted.is_empty() || wanted.iter().any(|w| w == p.name()))
+            .cloned()
+            .collect();
+        if let Some(missing) = wanted
+            .iter()
+            .find(|w| !pools.iter().any(|p| p.name() == w.as_str()))
+        {
+            return refusal_response(&Refusal::UnknownPool(missing.clone()));
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for (p, pool) in pools.iter().enumerate() {
+            for (u, _) in pool.upstreams().iter().enumerate() {
+                let pool = Arc::clone(pool);
+                probes.spawn(async move {
+                    let started = Instant::now();
+                    let result = match pool.upstream(u) {
+                        Some(upstream) => probe_now(&pool, upstream).await,
+                        None => Err("gone".to_owned()),
+                    };
+                    (p, u, result, started.elapsed())
+                });
+            }
+        }
+        let mut results = Vec::new();
+        while let Some(joined) = probes.join_next().await {
+            if let Ok(result) = joined {
+                results.push(result);
+            }
+        }
+        let answer: Vec<Value> = pools
+            .iter()
+            .enumerate()
+            .map(|(p, pool)| {
+                let upstreams: Vec<Value> = pool
+                    .upstreams()
+                    .iter()
+                    .enumerate()
+                    .map(|(u, upstream)| {
+                        let probe = results.iter().find(|r| r.0 == p && r.1 == u);
+                        json!({
+                            "address": upstream.label,
+                            "reachable": probe.is_some_and(|r| r.2.is_ok()),
+                            "error": probe.and_then(|r| r.2.as_ref().err()),
+                            "probe_ms": probe.map(|r| r.3.as_secs_f64() * 1000.0),
+                            "healthy": upstream.state.is_healthy(),
+                            "available": upstream.state.is_available(),
+                        })
+                    })
+                    .collect();
+                let reachable = upstreams.iter().filter(|u| u["reachable"] == true).count();
+                json!({
+                    "name": pool.name(),
+                    "check": match &pool.config.health_check {
+                        Some(hc) => match &hc.probe {
+                            Probe::Http { path, .. } => format!("GET {path}"),
+                            Probe::Tcp => "TCP connect".to_owned(),
+                        },
+                        None => "TCP connect".to_owned(),
+                    },
+                    "reachable": reachable,
+                    "upstreams": upstreams,
+                })
+            })
+            .collect();
+        json_response(StatusCode::OK, &json!({ "pools": answer }))
     }
 
     /// The answer to a change: the outcome, and the tenant as it is now.
@@ -204,6 +371,96 @@ impl AdminApi {
         };
         self.changed(result, Some(id))
     }
+}
+
+/// The body of `POST /tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    fragment: String,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    on_conflict: Option<String>,
+    #[serde(default)]
+    with_keys: bool,
+    #[serde(default)]
+    dry_run: bool,
+    expected_generation: Option<u64>,
+}
+
+fn import_request(body: &[u8]) -> Result<ImportRequest, Refusal> {
+    let body: ImportBody = serde_json::from_slice(body).map_err(|e| {
+        Refusal::BadRequest(format!(
+            "expected {{\"fragment\": \"<TOML>\"}} with optional source, on_conflict, with_keys, dry_run, expected_generation: {e}"
+        ))
+    })?;
+    let policy = body.on_conflict.as_deref().unwrap_or("fail");
+    let on_conflict = OnConflict::parse(policy).ok_or_else(|| {
+        Refusal::BadRequest(format!(
+            "on_conflict {policy:?} is not one of {}",
+            OnConflict::ALL.join(", ")
+        ))
+    })?;
+    Ok(ImportRequest {
+        fragment: body.fragment,
+        source: body.source.unwrap_or_else(|| "tenant file".to_owned()),
+        on_conflict,
+        with_keys: body.with_keys,
+        dry_run: body.dry_run,
+        expected_generation: body.expected_generation,
+    })
+}
+
+/// The values of `key` in a query string (`pool=a&pool=b`), percent-decoded.
+fn query_values<'a>(query: &'a str, key: &'a str) -> impl Iterator<Item = String> + 'a {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(move |(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(byte), _) => {
+                out.push(u8::try_from(byte).unwrap_or(b'?'));
+                i += 3;
+                continue;
+            }
+            (None, b'+') => out.push(b' '),
+            (None, b) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The limits in force for a tenant, as `tenants show` prints them.
+fn limits_view(limits: &TenantLimits) -> Value {
+    let rate = |r: &Rate| json!({ "requests_per_second": r.per_second, "burst": r.burst });
+    json!({
+        "rate_limit": limits.rate.as_ref().map(rate),
+        "credential_rate_limit": limits.credential_rate.as_ref().map(rate),
+        "concurrency": limits.concurrency.map(|c| json!({
+            "max_in_flight": c.max_in_flight,
+            "queue": c.queue,
+            "queue_timeout_ms": u64::try_from(c.queue_timeout.as_millis()).unwrap_or(u64::MAX),
+        })),
+        "route_limits": limits.routes.iter().map(|r| json!({
+            "path_prefix": r.path_prefix,
+            "rate_limit": rate(&r.rate),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// The body of `POST /tenants/{id}/promote`.
@@ -317,7 +574,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<
                     return Err(json_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "body_too_large",
-                        "the request body is over 64 KiB",
+                        "the request body is over 1 MiB",
                     ));
                 }
                 body.extend_from_slice(&chunk);
@@ -466,6 +723,15 @@ impl ServeHttp for AdminApi {
             ),
             (true, ["tenants"]) => self.tenants(&query),
             (true, ["tenants", id]) => self.tenant(id),
+            (true, ["tenants", id, "export"]) => self.export(id, &query),
+            (true, ["pools", "health"]) => self.pool_health(&query).await,
+            (false, ["tenants"]) if method == Method::POST => {
+                let actor = actor(session);
+                match read_body(session).await {
+                    Ok(body) => self.import(actor, &body).await,
+                    Err(answer) => answer,
+                }
+            }
             (false, ["reload"]) if method == Method::POST => {
                 let actor = actor(session);
                 self.changed(self.control.reload(actor).await, None)
@@ -477,13 +743,22 @@ impl ServeHttp for AdminApi {
                     Err(answer) => answer,
                 }
             }
-            (_, ["healthz" | "metrics" | "status" | "config" | "tenants"] | ["tenants", _]) => {
-                json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use GET",
-                )
-            }
+            (_, ["tenants"]) => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET, or POST to push a tenant file",
+            ),
+            (
+                _,
+                ["healthz" | "metrics" | "status" | "config"]
+                | ["tenants", _]
+                | ["tenants", _, "export"]
+                | ["pools", "health"],
+            ) => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET",
+            ),
             (_, ["reload"] | ["tenants", _, _]) => json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",

@@ -71,6 +71,45 @@ pub fn load_str(path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> 
     })
 }
 
+/// The sections a tenant file (what `tenants pull` writes, `tenants push` reads) may hold.
+pub const FRAGMENT_SECTIONS: &[&str] = &["tenants", "pools", "plans"];
+
+/// Checks a tenant file: TOML with at least one tenant and no section but `FRAGMENT_SECTIONS`, every
+/// entry decoding as it would in a config file. What its entries refer to is checked once it is
+/// merged into a config.
+pub fn check_fragment(path: &Path, text: &str) -> Result<(), ConfigErrors> {
+    let (file, mut errors) = decode_file(text);
+    if let Ok(root) = DeTable::parse(text) {
+        for (key, _) in root.into_inner() {
+            let name = key.get_ref().as_ref();
+            if SECTIONS.contains(&name) && !FRAGMENT_SECTIONS.contains(&name) {
+                errors.push(ConfigError {
+                    span: Some(key.span()),
+                    ..ConfigError::at_key(
+                        KeyPath::root().key(name),
+                        "a tenant file holds only [tenants.*], [pools.*] and [plans.*] entries",
+                    )
+                });
+            }
+        }
+        if file.tenants.is_empty() && errors.is_empty() {
+            errors.push(ConfigError::at_key(
+                KeyPath::root().key("tenants"),
+                "a tenant file names at least one tenant ([tenants.<id>])",
+            ));
+        }
+    }
+    if errors.is_empty() {
+        return Ok(());
+    }
+    locate(text, &mut errors);
+    errors.sort_by_key(|e| e.location.map(|l| (l.line, l.column)));
+    Err(ConfigErrors {
+        file: path.to_path_buf(),
+        errors,
+    })
+}
+
 /// TOML text to `FileConfig`, with every error found; what could not be decoded is left out.
 pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
     let root = match DeTable::parse(text) {

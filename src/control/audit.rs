@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -124,7 +124,38 @@ impl AuditLog {
             tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit log");
         }
     }
+
+    /// The last `n` entries about `tenant`, oldest first, from the log's last `RECENT_SCAN` bytes:
+    /// `tenants show` wants the latest changes, and a long log is not read whole for them.
+    pub fn recent(&self, tenant: &str, n: usize) -> std::io::Result<Vec<Value>> {
+        let mut file = File::open(&self.path)?;
+        let length = file.metadata()?.len();
+        let start = length.saturating_sub(RECENT_SCAN);
+        file.seek(SeekFrom::Start(start))?;
+        let mut tail = Vec::new();
+        file.read_to_end(&mut tail)?;
+        // From the middle of the file, the first line is a fragment.
+        let whole = match start {
+            0 => &tail[..],
+            _ => tail
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(&[][..], |i| &tail[i + 1..]),
+        };
+        let mut found: Vec<Value> = whole
+            .split(|&b| b == b'\n')
+            .rev()
+            .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
+            .filter(|entry| entry["tenant"] == tenant)
+            .take(n)
+            .collect();
+        found.reverse();
+        Ok(found)
+    }
 }
+
+/// How much of the end of the audit log `recent` reads.
+const RECENT_SCAN: u64 = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -167,5 +198,11 @@ mod tests {
         assert_eq!(lines[1]["result"], "refused");
         assert_eq!(lines[1]["reason"], "nope");
         assert!(lines[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+        let recent = log.recent("acme", 1).expect("recent");
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent[0]["result"], "refused", "the newest one");
+        assert_eq!(log.recent("acme", 10).expect("recent").len(), 2);
+        assert!(log.recent("globex", 10).expect("recent").is_empty());
     }
 }

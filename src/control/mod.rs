@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod edit;
 pub mod promotion;
+pub mod transfer;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 
 use crate::config::diff::{diff, Change};
+use crate::config::load::check_fragment;
 use crate::config::model::{CaBundle, JwksFile, TenantConfig};
 use crate::config::{load_str, ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
@@ -34,6 +36,7 @@ use crate::upstream::health::probe_now;
 use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
 use edit::{edit_tenant, write_atomically, EditError, PersistError, TenantEdit};
 use promotion::PromotionRun;
+use transfer::{plan_import, ImportPlan, OnConflict};
 
 /// The config the running table was built from, and the exact text it came from.
 #[derive(Debug)]
@@ -178,6 +181,17 @@ pub enum Refusal {
     BadRequest(String),
     #[error("pool {pool:?} does not pass its health check now: {failures}")]
     Unhealthy { pool: String, failures: String },
+    #[error("{} of the pushed entries exist here with other contents (--on-conflict skip, overwrite or rename pushes anyway): {}", .0.conflicts(), conflict_list(.0))]
+    PushConflict(Box<ImportPlan>),
+}
+
+fn conflict_list(plan: &ImportPlan) -> String {
+    plan.items
+        .iter()
+        .filter(|i| matches!(i.action, transfer::Action::Conflict(_)))
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn summaries(changes: &[Change]) -> String {
@@ -203,6 +217,7 @@ impl Refusal {
             Refusal::Conflict(_) => "conflict",
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Unhealthy { .. } => "pool_unhealthy",
+            Refusal::PushConflict(_) => "push_conflict",
         }
     }
 
@@ -210,7 +225,10 @@ impl Refusal {
         match self {
             Refusal::Invalid(_) | Refusal::BadRequest(_) => 422,
             Refusal::UnknownTenant(_) | Refusal::UnknownPool(_) => 404,
-            Refusal::NeedsRestart(_) | Refusal::Diverged | Refusal::Conflict(_) => 409,
+            Refusal::NeedsRestart(_)
+            | Refusal::Diverged
+            | Refusal::Conflict(_)
+            | Refusal::PushConflict(_) => 409,
             Refusal::Unhealthy { .. } => 503,
             Refusal::Read { .. } | Refusal::Persist(_) | Refusal::Edit(_) => 500,
         }
@@ -231,6 +249,7 @@ impl Refusal {
             Refusal::NeedsRestart(changes) => {
                 body["changes"] = json!(changes.iter().map(Change::to_json).collect::<Vec<_>>())
             }
+            Refusal::PushConflict(plan) => body["plan"] = plan.to_json(),
             _ => {}
         }
         body
@@ -261,6 +280,32 @@ impl LastChange {
             "errors": self.errors,
         })
     }
+}
+
+/// A push of a tenant file (`POST /tenants`).
+#[derive(Debug)]
+pub struct ImportRequest {
+    pub fragment: String,
+    /// The file's name as the client knows it, to place errors in it.
+    pub source: String,
+    pub on_conflict: OnConflict,
+    pub with_keys: bool,
+    pub dry_run: bool,
+    /// The generation the client saw the plan against: a push onto a table that changed since is
+    /// refused rather than applied unseen.
+    pub expected_generation: Option<u64>,
+}
+
+/// What a push did, or for a dry run, would do.
+#[derive(Debug)]
+pub struct Imported {
+    pub plan: ImportPlan,
+    /// `None` for a dry run.
+    pub outcome: Option<Outcome>,
+    /// For a dry run, the changes the push would make to the routing table.
+    pub changes: Vec<Change>,
+    /// The generation the plan was made against.
+    pub generation: u64,
 }
 
 /// A prepared change: the validated config, what changes, and the new table (when something does).
@@ -413,23 +458,144 @@ impl ControlPlane {
                 return Err(refusal);
             }
         };
-        // An operator may have saved while the change was prepared: look again just before writing,
-        // so their edit is never written over.
+        self.persist_and_commit(actor, action, Some(id), prepared, started)
+            .await
+    }
+
+    /// Writes a prepared change to the config file, then applies it. An operator may have saved
+    /// while the change was prepared: the file is looked at again just before writing, so their
+    /// edit is never written over.
+    async fn persist_and_commit(
+        &self,
+        actor: &Actor,
+        action: &str,
+        tenant: Option<&str>,
+        prepared: Prepared,
+        started: Instant,
+    ) -> Result<Outcome, Refusal> {
         let unchanged_on_disk = match tokio::fs::read_to_string(&self.path).await {
             Ok(now) => digest(&now) == self.applied().digest,
             Err(_) => false,
         };
         if !unchanged_on_disk {
             let refusal = Refusal::Diverged;
-            self.record_refusal(actor, action, Some(id), &refusal);
+            self.record_refusal(actor, action, tenant, &refusal);
             return Err(refusal);
         }
         if let Err(e) = write_atomically(&self.path, &prepared.text) {
             let refusal = Refusal::Persist(e);
-            self.record_refusal(actor, action, Some(id), &refusal);
+            self.record_refusal(actor, action, tenant, &refusal);
             return Err(refusal);
         }
         Ok(self.commit(actor, prepared, started).await)
+    }
+
+    /// Merges a tenant file into the config (`tenants push`): plans it, and unless it is a dry run
+    /// or has conflicts under `fail`, writes and applies it like any other change.
+    pub async fn import(&self, actor: Actor, request: ImportRequest) -> Result<Imported, Refusal> {
+        const ACTION: &str = "tenants.push";
+        let _writer = self.writer.lock().await;
+        let started = Instant::now();
+        let (plan, prepared) = match self.prepare_import(&request).await {
+            Ok(planned) => planned,
+            Err(refusal) => {
+                if !request.dry_run {
+                    self.record_refusal(&actor, ACTION, None, &refusal);
+                }
+                return Err(refusal);
+            }
+        };
+        let generation = self.table.load().generation();
+        if request.dry_run {
+            return Ok(Imported {
+                changes: prepared.map(|p| p.changes).unwrap_or_default(),
+                plan,
+                outcome: None,
+                generation,
+            });
+        }
+        if plan.conflicts() > 0 {
+            let refusal = Refusal::PushConflict(Box::new(plan));
+            self.record_refusal(&actor, ACTION, None, &refusal);
+            return Err(refusal);
+        }
+        let outcome = match prepared {
+            Some(prepared) => {
+                self.persist_and_commit(&actor, ACTION, None, prepared, started)
+                    .await?
+            }
+            None => Outcome::Unchanged { generation },
+        };
+        Ok(Imported {
+            changes: Vec::new(),
+            plan,
+            outcome: Some(outcome),
+            generation,
+        })
+    }
+
+    async fn prepare_import(
+        &self,
+        request: &ImportRequest,
+    ) -> Result<(ImportPlan, Option<Prepared>), Refusal> {
+        let generation = self.table.load().generation();
+        if let Some(expected) = request.expected_generation {
+            if expected != generation {
+                return Err(Refusal::Conflict(format!(
+                    "the routing table changed since the plan was made (generation {expected}, now {generation}); push again to see the new plan"
+                )));
+            }
+        }
+        let current = self.applied();
+        let on_disk = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|source| Refusal::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        if digest(&on_disk) != current.digest {
+            return Err(Refusal::Diverged);
+        }
+        check_fragment(Path::new(&request.source), &request.fragment).map_err(Refusal::Invalid)?;
+        let fragment: toml_edit::DocumentMut = request
+            .fragment
+            .parse()
+            .map_err(|e: toml_edit::TomlError| Refusal::BadRequest(e.to_string()))?;
+        let plan = plan_import(
+            &current.text,
+            &current.config,
+            &fragment,
+            request.on_conflict,
+            request.with_keys,
+        )?;
+        let prepared = match &plan.text {
+            Some(text) if plan.conflicts() == 0 => {
+                Some(self.prepare(text.clone(), digest(text)).await?)
+            }
+            _ => None,
+        };
+        Ok((plan, prepared))
+    }
+
+    /// The tenant's entry, pools and plan as a tenant file (`tenants pull`).
+    pub fn export(&self, id: &str, with_keys: bool, source: &str) -> Result<String, Refusal> {
+        let applied = self.applied();
+        transfer::export(
+            &applied.text,
+            &applied.config,
+            self.table.load().generation(),
+            id,
+            with_keys,
+            source,
+        )
+    }
+
+    /// The latest audit entries about a tenant, oldest first (none if the log cannot be read).
+    pub fn recent_changes(&self, tenant: &str, n: usize) -> Vec<Value> {
+        self.audit.recent(tenant, n).unwrap_or_else(|e| {
+            tracing::warn!(path = %self.audit.path().display(), error = %e, "cannot read the audit log");
+            Vec::new()
+        })
     }
 
     async fn prepare_edit(

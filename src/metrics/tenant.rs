@@ -8,11 +8,17 @@
 //! restart, so `sum(rate(...))` over all `tenant` values stays right.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use prometheus::{Histogram, IntCounter};
 
 use crate::limits::Scope;
+use crate::routing::TableHandle;
 
 /// Status classes 1xx to 5xx, plus one slot for anything outside them.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -85,6 +91,21 @@ pub struct TenantStats {
     /// The guard's smoothed view of `recent` (half the last score plus the new count), so that one
     /// quiet interval does not cost a busy tenant its series. Written by the guard only.
     pub(super) score: AtomicU64,
+    /// Requests since the tenant appeared; `recent` is reset by the guard, this never is.
+    total: AtomicU64,
+    rate: RateWindow,
+}
+
+/// Seconds the live request rate (`GET /tenants/{id}`, `tenants show`) is averaged over.
+pub const RATE_WINDOW_SECONDS: u64 = 10;
+const RATE_SAMPLES: usize = RATE_WINDOW_SECONDS as usize + 1;
+
+/// `total` as it was at each of the last ticks (one a second), in a ring. The ticker is the only
+/// writer, so a reader needs no lock: it sees the newest sample the tick count says is complete.
+#[derive(Debug, Default)]
+struct RateWindow {
+    samples: [AtomicU64; RATE_SAMPLES],
+    ticks: AtomicU64,
 }
 
 impl TenantStats {
@@ -95,9 +116,93 @@ impl TenantStats {
     /// Counts a finished request on the tenant's own series, or on `other`.
     pub fn observe(&self, r: &RequestRecord, other: &TenantSeries) {
         self.recent.fetch_add(1, Ordering::Relaxed);
+        self.total.fetch_add(1, Ordering::Relaxed);
         match self.series.load().as_deref() {
             Some(own) => own.observe(r),
             None => other.observe(r),
         }
+    }
+
+    /// Takes this second's sample; called once a second by [`RequestRates`] only.
+    pub fn tick(&self) {
+        let ticks = self.rate.ticks.load(Ordering::Relaxed);
+        let slot = (ticks % RATE_SAMPLES as u64) as usize;
+        self.rate.samples[slot].store(self.total.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.rate.ticks.store(ticks + 1, Ordering::Release);
+    }
+
+    /// Requests per second over the last `RATE_WINDOW_SECONDS` (fewer for a tenant that just
+    /// appeared; 0 until two ticks have been taken).
+    pub fn request_rate(&self) -> f64 {
+        let ticks = self.rate.ticks.load(Ordering::Acquire);
+        let span = ticks.saturating_sub(1).min(RATE_WINDOW_SECONDS);
+        if span == 0 {
+            return 0.0;
+        }
+        let sample = |tick: u64| {
+            self.rate.samples[(tick % RATE_SAMPLES as u64) as usize].load(Ordering::Relaxed)
+        };
+        let (newest, oldest) = (sample(ticks - 1), sample(ticks - 1 - span));
+        newest.saturating_sub(oldest) as f64 / span as f64
+    }
+}
+
+/// Takes every tenant's request-rate sample once a second, off the request path.
+pub struct RequestRates {
+    table: Arc<TableHandle>,
+}
+
+impl RequestRates {
+    pub fn new(table: Arc<TableHandle>) -> Self {
+        RequestRates { table }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for RequestRates {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = shutdown.changed() => break,
+            }
+            for tenant in self.table.load().tenants() {
+                tenant.stats.tick();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats_after(requests_per_tick: &[u64]) -> TenantStats {
+        let stats = TenantStats::default();
+        for n in requests_per_tick {
+            stats.total.fetch_add(*n, Ordering::Relaxed);
+            stats.tick();
+        }
+        stats
+    }
+
+    #[test]
+    fn the_rate_is_zero_until_two_samples_exist() {
+        assert_eq!(stats_after(&[]).request_rate(), 0.0);
+        assert_eq!(stats_after(&[50]).request_rate(), 0.0);
+    }
+
+    #[test]
+    fn the_rate_averages_over_the_ticks_taken_up_to_the_window() {
+        // The first sample is the baseline: 10 and 30 requests in the two seconds after it.
+        assert_eq!(stats_after(&[5, 10, 30]).request_rate(), 20.0);
+        // Past the window, only the last ten seconds count: ten seconds of 7 after a burst.
+        let mut ticks = vec![1000];
+        ticks.extend([7; 10]);
+        assert_eq!(stats_after(&ticks).request_rate(), 7.0);
+        ticks.extend([0; 10]);
+        assert_eq!(stats_after(&ticks).request_rate(), 0.0);
     }
 }
