@@ -1,11 +1,17 @@
 //! The `tenantgate` command line: `run`, `check` and `demo` work on a config file; `reload`, `plan`
-//! and `tenants` talk to a running gateway's admin API (`remote`).
+//! and `tenants` talk to a running gateway's admin API (`remote`, `tenants`), the one a saved
+//! context names (`context`) or the config file's.
 //!
-//! Exit codes: 0 success (and, for `plan`, no change); 1 an invalid config, a refused change or a
-//! failure to start; 2 a usage error, or for `plan`, changes to apply.
+//! Exit codes (the README lists them too): 0 success (and, for `plan`, no change); 1 an invalid
+//! config, a refused change, an unreachable gateway or a failure to start; 2 a usage error, or for
+//! `plan`, changes to apply; 3 `tenants push` found conflicts and changed nothing; 4 `tenants check`
+//! found a tenant with no reachable upstream; 5 the admin API refused the token.
 
+mod context;
 mod keys;
+mod output;
 mod remote;
+mod tenants;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -27,6 +33,13 @@ use crate::tls;
 use crate::tls::dev::{issue_leaf, write_pair, DevCa};
 
 pub const DEFAULT_CONFIG: &str = "config/gateway.toml";
+
+/// `tenants push`: entries conflict under `--on-conflict fail`; nothing was changed.
+const EXIT_CONFLICT: u8 = 3;
+/// `tenants check`: a tenant has a pool it serves from with no reachable upstream.
+const EXIT_UNHEALTHY: u8 = 4;
+/// The admin API refused the token.
+const EXIT_UNAUTHORIZED: u8 = 5;
 
 /// At most this many lines per list in `check`'s summary, so it stays one screen.
 const SUMMARY_LIST_MAX: usize = 8;
@@ -92,12 +105,58 @@ enum Command {
     },
     /// Make an admin API token: prints it, and the token_sha256 line for [admin].
     AdminToken,
-    /// The tenants of a running gateway: list, show, promote, roll back, suspend, activate.
+    /// The tenants of a running gateway: list, show, check, pull, push, promote, roll back,
+    /// suspend, activate.
     Tenants {
         #[command(flatten)]
         admin: AdminArgs,
         #[command(subcommand)]
         command: TenantsCommand,
+    },
+    /// Saved gateways (admin URL and token) that --context NAME, or the current one, points at.
+    Context {
+        #[command(subcommand)]
+        command: ContextCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ContextCommand {
+    /// Save a gateway's admin API under NAME. The token is asked for (without echo), read from a
+    /// pipe, or named by --token-env; the connection and token are checked before saving.
+    Add {
+        name: String,
+        /// The admin API's base URL, for example http://127.0.0.1:9900.
+        #[arg(long)]
+        admin_url: String,
+        /// Read the token from this environment variable at each use; nothing secret is saved.
+        #[arg(long, value_name = "VAR", conflicts_with = "no_token")]
+        token_env: Option<String>,
+        /// The gateway's admin API has no token.
+        #[arg(long)]
+        no_token: bool,
+        /// Replace a context of the same name.
+        #[arg(long)]
+        replace: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List saved contexts: name, URL, where the token comes from, last use; `*` is the current.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make NAME the context commands use without --context.
+    Use {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget NAME and its token.
+    Remove {
+        name: String,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -139,14 +198,19 @@ enum CertsCommand {
     },
 }
 
-/// Where the running gateway's admin API is.
+/// Where the running gateway's admin API is: `--admin`, `--context`, `--config`, the current
+/// context, or the default config file, in that order.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The config file (for `plan`, the new one). The admin API's address is read from it unless
-    /// `--admin` is given.
-    #[arg(long, short, default_value = DEFAULT_CONFIG, global = true)]
-    config: PathBuf,
-    /// The admin API's base URL, for example http://127.0.0.1:9900.
+    /// The config file (for `plan`, the new one; default config/gateway.toml). The admin API's
+    /// address is read from it unless --admin or --context is given.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// A saved context (tenantgate context add); without it, the current context is used.
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
+    /// The admin API's base URL, for example http://127.0.0.1:9900 (token from
+    /// $TENANTGATE_ADMIN_TOKEN).
     #[arg(long, global = true)]
     admin: Option<String>,
     /// Print the admin API's JSON answer instead of text.
@@ -154,17 +218,77 @@ pub struct AdminArgs {
     json: bool,
 }
 
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum StatusFilter {
+    Active,
+    Suspended,
+}
+
+impl StatusFilter {
+    fn as_str(self) -> &'static str {
+        match self {
+            StatusFilter::Active => "active",
+            StatusFilter::Suspended => "suspended",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ConflictPolicy {
+    Fail,
+    Skip,
+    Overwrite,
+    Rename,
+}
+
+impl ConflictPolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            ConflictPolicy::Fail => "fail",
+            ConflictPolicy::Skip => "skip",
+            ConflictPolicy::Overwrite => "overwrite",
+            ConflictPolicy::Rename => "rename",
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum TenantsCommand {
     /// List tenants.
     List {
-        #[arg(long)]
-        status: Option<String>,
+        #[arg(long, value_enum)]
+        status: Option<StatusFilter>,
         #[arg(long)]
         pool: Option<String>,
     },
-    /// Show one tenant: status, pool, isolation, promotion.
+    /// Show one tenant: status, pool, isolation, promotion, plan and limits, keys (ids only),
+    /// live request rate, latest audit entries.
     Show { id: String },
+    /// Probe, now, every upstream of every pool a tenant uses (all tenants, or one). Exit 4 when
+    /// a tenant has a pool it serves from with no reachable upstream.
+    Check { id: Option<String> },
+    /// Print a tenant's entry, and the pools and plan it uses, as a TOML file for `push`.
+    Pull {
+        id: String,
+        /// Carry the tenant's API keys (their SHA-256 hashes: keep the file private).
+        #[arg(long)]
+        with_keys: bool,
+    },
+    /// Add the tenants of a file made by `pull` to the gateway of --context (or the current one):
+    /// validated, saved in its config, audited and applied there. Prints the plan first. Exit 3
+    /// on conflicts under --on-conflict fail (nothing is changed).
+    Push {
+        file: PathBuf,
+        /// What to do with an entry that exists with other contents.
+        #[arg(long, value_enum, default_value = "fail")]
+        on_conflict: ConflictPolicy,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Push the API keys the file carries (otherwise they are left out).
+        #[arg(long)]
+        with_keys: bool,
+    },
     /// Move a tenant to another pool, at once or in weighted steps.
     Promote {
         id: String,
@@ -222,13 +346,17 @@ pub fn main() -> ExitCode {
         Command::AdminToken => keys::admin_token(),
         Command::Reload { admin } => remote::reload(&admin),
         Command::Plan { admin, against } => remote::plan(&admin, against.as_deref()),
-        Command::Tenants { admin, command } => remote::tenants(&admin, command),
+        Command::Tenants { admin, command } => tenants::run(&admin, command),
+        Command::Context { command } => context::run(command),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            output::error(&format!("{e:#}"));
+            match e.downcast_ref::<remote::Unauthorized>() {
+                Some(_) => ExitCode::from(EXIT_UNAUTHORIZED),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

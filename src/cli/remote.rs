@@ -7,39 +7,89 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context as _};
 use serde_json::{json, Value};
 
-use super::{load, AdminArgs, TenantsCommand};
+use super::context::store::ContextStore;
+use super::output;
+use super::{load, AdminArgs, DEFAULT_CONFIG};
 use crate::config::diff::{diff, Change};
 use crate::config::load_str;
-use crate::tenant::TenantId;
 
 /// `plan` found changes (0: none, 1: the file is invalid).
 const EXIT_CHANGES: u8 = 2;
 
 /// A client of one gateway's admin API.
-struct Admin {
-    base: String,
+pub(super) struct Admin {
+    pub(super) base: String,
+    /// What the operator chose, for messages: `context prod (http://...)` or the URL.
+    pub(super) label: String,
+    token: Option<String>,
     client: reqwest::Client,
     runtime: tokio::runtime::Runtime,
 }
 
+/// The admin API refused the token (or its absence): exit code `EXIT_UNAUTHORIZED`.
+#[derive(Debug, thiserror::Error)]
+#[error("the admin API at {0} refused the token (401); check the context's token (tenantgate context add NAME --admin-url URL --replace) or ${ADMIN_TOKEN_ENV}")]
+pub struct Unauthorized(pub String);
+
+/// What a command may be pointed at by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Destination {
+    /// A read or an action: the current context, else the gateway the config file names.
+    AnyGateway,
+    /// A push: only a gateway the operator named (`--context`, `--admin`) or chose as current.
+    Chosen,
+}
+
 impl Admin {
-    /// The admin API named by `--admin`, or the one the config file says the gateway listens on.
-    fn new(args: &AdminArgs) -> anyhow::Result<Admin> {
-        match &args.admin {
-            Some(url) => Admin::at(url),
-            None => {
-                let (config, _) = load(&args.config).with_context(|| {
-                    format!(
-                        "finding the admin API in {} (or pass --admin URL)",
-                        args.config.display()
-                    )
-                })?;
-                Admin::at(&format!("http://{}", reachable(config.admin.listen)))
-            }
+    /// The admin API the arguments name: `--admin URL` (token from `$TENANTGATE_ADMIN_TOKEN`),
+    /// `--context NAME`, an explicit `--config` file's, the current context, and last (never for
+    /// a push) the default config file's.
+    pub(super) fn new(args: &AdminArgs, destination: Destination) -> anyhow::Result<Admin> {
+        if let Some(url) = &args.admin {
+            let token = std::env::var(ADMIN_TOKEN_ENV)
+                .ok()
+                .map(|t| t.trim().to_owned());
+            return Admin::at(url, url.clone(), token);
+        }
+        if let Some(name) = &args.context {
+            return Admin::of_context(&mut ContextStore::open()?, name);
+        }
+        if let Some(config) = &args.config {
+            return Admin::of_config(config);
+        }
+        let mut store = ContextStore::open()?;
+        if let Some(current) = store.current().map(str::to_owned) {
+            return Admin::of_context(&mut store, &current);
+        }
+        match destination {
+            Destination::Chosen => Err(anyhow!(
+                "no destination: name one with --context NAME (or make one current: tenantgate context use NAME); a push never goes to an implicit gateway"
+            )),
+            Destination::AnyGateway => Admin::of_config(Path::new(DEFAULT_CONFIG)),
         }
     }
 
-    fn at(base: &str) -> anyhow::Result<Admin> {
+    fn of_context(store: &mut ContextStore, name: &str) -> anyhow::Result<Admin> {
+        let context = store.resolve(name)?;
+        let label = format!("context {} ({})", context.name, context.admin_url);
+        Admin::at(&context.admin_url, label, context.token)
+    }
+
+    fn of_config(config: &Path) -> anyhow::Result<Admin> {
+        let (config, _) = load(config).with_context(|| {
+            format!(
+                "finding the admin API in {} (or pass --context NAME or --admin URL)",
+                config.display()
+            )
+        })?;
+        let url = format!("http://{}", reachable(config.admin.listen));
+        let token = std::env::var(ADMIN_TOKEN_ENV)
+            .ok()
+            .map(|t| t.trim().to_owned());
+        Admin::at(&url, url.clone(), token)
+    }
+
+    pub(super) fn at(base: &str, label: String, token: Option<String>) -> anyhow::Result<Admin> {
         let base = base.trim_end_matches('/').to_owned();
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -50,13 +100,16 @@ impl Admin {
             .build()?;
         Ok(Admin {
             base,
+            label,
+            token: token.filter(|t| !t.is_empty()),
             client,
             runtime,
         })
     }
 
     /// Sends the request; returns the status and the body (JSON, or the text as a JSON string).
-    fn call(
+    /// A 401 is an `Unauthorized` error: nothing a command does goes on without its token.
+    pub(super) fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -68,8 +121,8 @@ impl Admin {
             std::env::var("USER").unwrap_or_else(|_| "unknown".into())
         );
         let mut request = self.client.request(method, &url).header("x-actor", actor);
-        if let Ok(token) = std::env::var(ADMIN_TOKEN_ENV) {
-            request = request.bearer_auth(token.trim());
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
         }
         if let Some(body) = body {
             request = request.json(&body);
@@ -77,15 +130,26 @@ impl Admin {
         self.runtime.block_on(async {
             let response = request.send().await.with_context(|| {
                 format!(
-                    "cannot reach the admin API at {} (is the gateway running? pass --admin URL)",
-                    self.base
+                    "cannot reach the admin API at {} (is the gateway running?)",
+                    self.label
                 )
             })?;
             let status = response.status().as_u16();
+            if status == 401 {
+                return Err(anyhow::Error::new(Unauthorized(self.label.clone())));
+            }
             let text = response.text().await?;
             let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
             Ok((status, body))
         })
+    }
+
+    pub(super) fn get(&self, path: &str) -> anyhow::Result<(u16, Value)> {
+        self.call(reqwest::Method::GET, path, None)
+    }
+
+    pub(super) fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        self.call(reqwest::Method::POST, path, body)
     }
 }
 
@@ -106,9 +170,9 @@ fn reachable(listen: SocketAddr) -> SocketAddr {
 }
 
 /// Prints a refused change's message and errors; exit 1.
-fn refused(body: &Value) -> ExitCode {
+pub(super) fn refused(body: &Value) -> ExitCode {
     let message = body["message"].as_str().unwrap_or("the change was refused");
-    eprintln!("error: {message}");
+    output::error(message);
     for line in body["errors"]
         .as_array()
         .into_iter()
@@ -121,15 +185,15 @@ fn refused(body: &Value) -> ExitCode {
 }
 
 /// Prints an applied change's outcome.
-fn print_outcome(body: &Value) {
+pub(super) fn print_outcome(body: &Value) {
     let generation = &body["generation"];
     match body["result"].as_str() {
         Some("applied") => {
             let changes = body["changes"].as_array().map_or(0, Vec::len);
-            println!(
+            output::success(&format!(
                 "applied: generation {generation}, {changes} change{}",
                 if changes == 1 { "" } else { "s" }
-            );
+            ));
             for change in body["changes"].as_array().into_iter().flatten() {
                 println!("  {}", change["summary"].as_str().unwrap_or("?"));
             }
@@ -139,8 +203,8 @@ fn print_outcome(body: &Value) {
 }
 
 pub fn reload(args: &AdminArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(args)?;
-    let (status, body) = admin.call(reqwest::Method::POST, "/reload", None)?;
+    let admin = Admin::new(args, Destination::AnyGateway)?;
+    let (status, body) = admin.post("/reload", None)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     }
@@ -154,9 +218,10 @@ pub fn reload(args: &AdminArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn plan(args: &AdminArgs, against: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let new_text = std::fs::read_to_string(&args.config)
-        .with_context(|| format!("cannot read {}", args.config.display()))?;
-    let new_admin = match load_str(&args.config, &new_text) {
+    let new_path = args.config.clone().unwrap_or_else(|| DEFAULT_CONFIG.into());
+    let new_text = std::fs::read_to_string(&new_path)
+        .with_context(|| format!("cannot read {}", new_path.display()))?;
+    let new_admin = match load_str(&new_path, &new_text) {
         Ok(config) => config.admin.listen,
         Err(errors) => {
             eprint!("error: {errors}");
@@ -172,31 +237,35 @@ pub fn plan(args: &AdminArgs, against: Option<&Path>) -> anyhow::Result<ExitCode
             (path.to_path_buf(), text, path.display().to_string())
         }
         None => {
-            let admin = match &args.admin {
-                Some(url) => Admin::at(url)?,
-                None => Admin::at(&format!("http://{}", reachable(new_admin)))?,
+            let admin = match (&args.admin, &args.context) {
+                (None, None) => {
+                    let url = format!("http://{}", reachable(new_admin));
+                    let token = std::env::var(ADMIN_TOKEN_ENV).ok();
+                    Admin::at(&url, url.clone(), token)?
+                }
+                _ => Admin::new(args, Destination::Chosen)?,
             };
-            let (_, running) = admin.call(reqwest::Method::GET, "/status", None)?;
+            let (_, running) = admin.get("/status")?;
             let path = running["config"]
                 .as_str()
                 .map(std::path::PathBuf::from)
                 .ok_or_else(|| {
                     anyhow!(
                         "the gateway at {} did not say which config file it runs",
-                        admin.base
+                        admin.label
                     )
                 })?;
-            let (code, body) = admin.call(reqwest::Method::GET, "/config", None)?;
+            let (code, body) = admin.get("/config")?;
             let text = body.as_str().filter(|_| code == 200).ok_or_else(|| {
                 anyhow!(
                     "the gateway at {} did not return its config (status {code})",
-                    admin.base
+                    admin.label
                 )
             })?;
             (
                 path,
                 text.to_owned(),
-                format!("the running gateway at {}", admin.base),
+                format!("the running gateway at {}", admin.label),
             )
         }
     };
@@ -211,9 +280,9 @@ pub fn plan(args: &AdminArgs, against: Option<&Path>) -> anyhow::Result<ExitCode
             serde_json::to_string_pretty(&json!({ "changes": list }))?
         );
     } else if changes.is_empty() {
-        println!("{}: no changes against {baseline}", args.config.display());
+        println!("{}: no changes against {baseline}", new_path.display());
     } else {
-        println!("{} against {baseline}:", args.config.display());
+        println!("{} against {baseline}:", new_path.display());
         for change in &changes {
             println!("  {change}");
         }
@@ -232,190 +301,4 @@ pub fn plan(args: &AdminArgs, against: Option<&Path>) -> anyhow::Result<ExitCode
         true => ExitCode::SUCCESS,
         false => ExitCode::from(EXIT_CHANGES),
     })
-}
-
-pub fn tenants(args: &AdminArgs, command: TenantsCommand) -> anyhow::Result<ExitCode> {
-    // A tenant id goes into the URL's path: only slugs, so nothing in it can change the path.
-    let id = match &command {
-        TenantsCommand::List { .. } => None,
-        TenantsCommand::Show { id }
-        | TenantsCommand::Promote { id, .. }
-        | TenantsCommand::Rollback { id }
-        | TenantsCommand::Suspend { id }
-        | TenantsCommand::Activate { id } => Some(id),
-    };
-    if let Some(id) = id {
-        TenantId::parse(id).map_err(|e| anyhow!("{id:?} is not a tenant id: it {e}"))?;
-    }
-    let admin = Admin::new(args)?;
-    let (status, body) = match &command {
-        TenantsCommand::List { status, pool } => {
-            let mut query = Vec::new();
-            if let Some(s) = status {
-                query.push(format!("status={s}"));
-            }
-            if let Some(p) = pool {
-                query.push(format!("pool={p}"));
-            }
-            query.push("limit=100000".into());
-            admin.call(
-                reqwest::Method::GET,
-                &format!("/tenants?{}", query.join("&")),
-                None,
-            )?
-        }
-        TenantsCommand::Show { id } => {
-            admin.call(reqwest::Method::GET, &format!("/tenants/{id}"), None)?
-        }
-        TenantsCommand::Promote {
-            id,
-            pool,
-            steps,
-            pause_ms,
-            max_error_rate,
-            min_requests,
-        } => {
-            let mut body = json!({ "pool": pool, "steps": steps });
-            if let Some(ms) = pause_ms {
-                body["pause_ms"] = json!(ms);
-            }
-            if let Some(rate) = max_error_rate {
-                body["max_error_rate"] = json!(rate);
-            }
-            if let Some(n) = min_requests {
-                body["min_requests"] = json!(n);
-            }
-            admin.call(
-                reqwest::Method::POST,
-                &format!("/tenants/{id}/promote"),
-                Some(body),
-            )?
-        }
-        TenantsCommand::Rollback { id } => admin.call(
-            reqwest::Method::POST,
-            &format!("/tenants/{id}/rollback"),
-            None,
-        )?,
-        TenantsCommand::Suspend { id } => admin.call(
-            reqwest::Method::POST,
-            &format!("/tenants/{id}/suspend"),
-            None,
-        )?,
-        TenantsCommand::Activate { id } => admin.call(
-            reqwest::Method::POST,
-            &format!("/tenants/{id}/activate"),
-            None,
-        )?,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&body)?);
-    }
-    if status != 200 {
-        return Ok(refused(&body));
-    }
-    if args.json {
-        return Ok(ExitCode::SUCCESS);
-    }
-    match command {
-        TenantsCommand::List { .. } => print_tenant_table(&body),
-        TenantsCommand::Show { .. } => print_tenant(&body),
-        _ => {
-            print_outcome(&body);
-            print_tenant(&body["tenant"]);
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn promotion_summary(t: &Value) -> String {
-    let p = &t["promotion"];
-    match p["state"].as_str() {
-        Some("running") => format!(
-            "running: {}% to {} (step {} of {})",
-            p["percent"],
-            str(&p["to"]),
-            p["step"],
-            p["of"]
-        ),
-        Some("paused") => format!(
-            "paused at {}% to {} (promote again or roll back)",
-            p["percent"],
-            str(&p["to"])
-        ),
-        Some("completed") => format!("completed: {} -> {}", str(&p["from"]), str(&p["to"])),
-        Some("rolled_back") => format!("rolled back: {}", str(&p["reason"])),
-        Some("stopped") => format!("stopped: {}", str(&p["reason"])),
-        _ => "-".to_owned(),
-    }
-}
-
-fn str(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
-}
-
-fn print_tenant_table(body: &Value) {
-    let tenants = body["tenants"].as_array().cloned().unwrap_or_default();
-    let width = |key: &str, min: usize| {
-        tenants
-            .iter()
-            .map(|t| str(&t[key]).len())
-            .max()
-            .unwrap_or(0)
-            .max(min)
-    };
-    let (id_w, pool_w) = (width("id", 2), width("pool", 4));
-    println!(
-        "{:id_w$}  {:9}  {:pool_w$}  {:9}  PROMOTION",
-        "ID", "STATUS", "POOL", "ISOLATION"
-    );
-    for t in &tenants {
-        println!(
-            "{:id_w$}  {:9}  {:pool_w$}  {:9}  {}",
-            str(&t["id"]),
-            str(&t["status"]),
-            str(&t["pool"]),
-            str(&t["isolation"]),
-            promotion_summary(t)
-        );
-    }
-    println!(
-        "{} tenant{}",
-        body["total"],
-        if body["total"] == 1 { "" } else { "s" }
-    );
-}
-
-fn print_tenant(t: &Value) {
-    if t.is_null() {
-        return;
-    }
-    println!("tenant {} ({})", str(&t["id"]), str(&t["name"]));
-    println!("  status     {}", str(&t["status"]));
-    println!(
-        "  pool       {} ({})",
-        str(&t["pool"]),
-        str(&t["isolation"])
-    );
-    if let Some(previous) = t["previous_pool"].as_str() {
-        println!("  previous   {previous} (rollback moves the tenant back there)");
-    }
-    if let Some(c) = t["canary"].as_object() {
-        println!(
-            "  canary     {}% to {} ({} requests, {} failed)",
-            c["percent"],
-            str(&c["pool"]),
-            c["requests"],
-            c["failures"]
-        );
-    }
-    println!("  promotion  {}", promotion_summary(t));
-    let domains: Vec<&str> = t["domains"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    if !domains.is_empty() {
-        println!("  domains    {}", domains.join(", "));
-    }
 }

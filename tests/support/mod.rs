@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod cli;
 pub mod load;
 pub mod metrics;
 pub mod pki;
@@ -151,9 +152,13 @@ impl Gateway {
         std::fs::read_to_string(&self.config_path).expect("read config")
     }
 
-    /// `POST` to the admin API; returns the status and JSON body.
+    /// `POST` to the admin API (with the harness's admin token, which a gateway without one
+    /// ignores); returns the status and JSON body.
     pub async fn admin_post(&self, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.client.post(format!("http://{}{path}", self.admin));
+        let mut request = self
+            .client
+            .post(format!("http://{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN);
         if let Some(body) = body {
             request = request.json(&body);
         }
@@ -229,10 +234,11 @@ impl Gateway {
             .header(reqwest::header::HOST, host)
     }
 
-    /// `GET` on the admin API, as JSON.
+    /// `GET` on the admin API (with the harness's admin token), as JSON.
     pub async fn admin_json(&self, path: &str) -> Value {
         self.client
             .get(format!("http://{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("admin request")
@@ -244,6 +250,7 @@ impl Gateway {
     pub async fn admin_text(&self, path: &str) -> String {
         self.client
             .get(format!("http://{}{path}", self.admin))
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .expect("admin request")
