@@ -89,6 +89,36 @@ async fn without_active_checks_a_refused_connection_is_retried_elsewhere() {
 }
 
 #[tokio::test]
+async fn an_idempotent_request_whose_upstream_drops_it_is_retried_elsewhere_and_a_post_is_not() {
+    let one = Upstream::start("one").await;
+    let two = Upstream::start("two").await;
+    let gw = Gateway::start(&config(""), &[&one, &two]).await;
+    one.set_dropping(true);
+    for _ in 0..10 {
+        let reply = send(gw.get("acme.yourapp.test", "/")).await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        assert_eq!(reply.body["upstream"], "two");
+    }
+    assert!(
+        one.hits() >= 1,
+        "round robin sent requests to the dropping upstream first"
+    );
+    // A POST may have had its effect before the connection dropped: it is not sent again.
+    let mut dropped = 0;
+    for _ in 0..10 {
+        let post = gw
+            .client
+            .post(format!("http://{}/", gw.http))
+            .header(reqwest::header::HOST, "acme.yourapp.test")
+            .body("x");
+        if send(post).await.status == 502 {
+            dropped += 1;
+        }
+    }
+    assert!(dropped >= 1, "no POST reached the dropping upstream");
+}
+
+#[tokio::test]
 async fn all_upstreams_down_gives_503_no_healthy_upstream_until_one_returns() {
     let mut one = Upstream::start("one").await;
     let mut two = Upstream::start("two").await;

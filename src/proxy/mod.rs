@@ -7,6 +7,8 @@
 //!               resolve tenant,     retry elsewhere    headers, X-Forwarded-*,
 //!               verify credential)  after a failed     X-Request-ID)
 //!                  │                connection) ◄── fail_to_connect (eject, retry)
+//!                  │                    ▲ ◄──────────── error_while_proxy (a lost connection
+//!                  │                    │                before any response: retry idempotent)
 //!                  ▼                    │
 //!           JSON error ◄──── fail_to_proxy (no healthy upstream, timeouts, ...)
 //!                                                                 response ◄── response_filter
@@ -289,6 +291,42 @@ impl ProxyHttp for Gateway {
         ctx.upstream_errors += 1;
         // Nothing was sent yet, so another upstream may take the request whatever its method.
         e.set_retry(true);
+        e
+    }
+
+    /// Retries on another upstream an idempotent request whose upstream connection failed before
+    /// any of the response reached the client (an upstream stopping under it, a keep-alive
+    /// connection closed as it was reused), as nginx's `proxy_next_upstream error` does. Timeouts
+    /// are not retried: a slow upstream would only get the request twice. The returned error
+    /// decides the retry.
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none();
+        let lost_connection = matches!(
+            e.etype,
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+        );
+        match (replayable, lost_connection) {
+            (true, true) => {
+                if let Some(index) = ctx.upstream {
+                    ctx.refused.insert(index);
+                }
+                ctx.in_flight = None;
+                ctx.upstream_errors += 1;
+                e.set_retry(true);
+            }
+            (true, false) => e.retry.decide_reuse(client_reused),
+            (false, _) => e.set_retry(false),
+        }
         e
     }
 

@@ -3,7 +3,6 @@
 //! open connection closed at once, as when a backend process dies).
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +24,7 @@ struct State {
     name: String,
     healthy: AtomicBool,
     failing: AtomicBool,
+    dropping: AtomicBool,
     hits: AtomicUsize,
 }
 
@@ -59,6 +59,7 @@ impl Upstream {
             name: name.to_owned(),
             healthy: AtomicBool::new(true),
             failing: AtomicBool::new(false),
+            dropping: AtomicBool::new(false),
             hits: AtomicUsize::new(0),
         });
         let (stop, mut stopped) = watch::channel(false);
@@ -113,6 +114,12 @@ impl Upstream {
         self.state.failing.store(failing, Ordering::SeqCst);
     }
 
+    /// Makes every request other than `/healthz` end with its connection closed and no response
+    /// (a backend crashing mid-request).
+    pub fn set_dropping(&self, dropping: bool) {
+        self.state.dropping.store(dropping, Ordering::SeqCst);
+    }
+
     /// Requests served, other than health checks.
     pub fn hits(&self) -> usize {
         self.state.hits.load(Ordering::SeqCst)
@@ -147,7 +154,7 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
 async fn respond(
     state: Arc<State>,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
     if req.uri().path() == "/healthz" {
         let healthy = state.healthy.load(Ordering::SeqCst);
         let status = if healthy {
@@ -158,6 +165,10 @@ async fn respond(
         return Ok(response(status, Bytes::from_static(b"ok\n")));
     }
     state.hits.fetch_add(1, Ordering::SeqCst);
+    if state.dropping.load(Ordering::SeqCst) {
+        // hyper closes the connection without answering.
+        return Err(std::io::Error::other("dropped on purpose"));
+    }
     if let Some(ms) = req
         .uri()
         .query()
