@@ -82,6 +82,9 @@ pub enum TenantStatus {
 }
 
 impl TenantStatus {
+    /// Every status as written in the config and the admin API.
+    pub const ALL: [&'static str; 2] = ["active", "suspended"];
+
     pub fn as_str(self) -> &'static str {
         match self {
             TenantStatus::Active => "active",

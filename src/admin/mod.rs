@@ -38,8 +38,11 @@ use crate::tenant::TenantStatus;
 use crate::upstream::health::probe_now;
 use subtle::ConstantTimeEq;
 
-/// Request bodies are small JSON objects; anything larger is refused.
+/// Request bodies are JSON objects, the largest a pushed tenant file with its keys; anything
+/// larger is refused.
 const MAX_BODY: usize = 1024 * 1024;
+/// `GET /pools/health` probes at most this many upstreams at once.
+const PROBES_AT_ONCE: usize = 32;
 /// `GET /tenants` pages: at most this many tenants per answer unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 1000;
 /// Audit entries `GET /tenants/{id}` shows.
@@ -156,7 +159,14 @@ impl AdminApi {
 
     /// One tenant with everything `tenants show` prints: the list's view, plus its plan and the
     /// limits in force, its keys (never their hashes), its latest audit entries and its live rate.
-    fn tenant(&self, id: &str) -> Response<Vec<u8>> {
+    async fn tenant(&self, id: &str) -> Response<Vec<u8>> {
+        // The audit log is a file: read off the admin API's thread.
+        let control = Arc::clone(&self.control);
+        let tenant = id.to_owned();
+        let recent =
+            tokio::task::spawn_blocking(move || control.recent_changes(&tenant, RECENT_CHANGES))
+                .await
+                .unwrap_or_default();
         let table = self.control.table().load();
         let applied = self.control.applied();
         let Some(t) = applied.config.routing.tenant(id) else {
@@ -190,7 +200,7 @@ impl AdminApi {
             "window_seconds": RATE_WINDOW_SECONDS,
             "in_flight": running.map_or(0, |r| r.in_flight.current()),
         });
-        view["recent_changes"] = json!(self.control.recent_changes(id, RECENT_CHANGES));
+        view["recent_changes"] = json!(recent);
         json_response(StatusCode::OK, &view)
     }
 
@@ -265,10 +275,14 @@ impl AdminApi {
             return refusal_response(&Refusal::UnknownPool(missing.clone()));
         }
         let mut probes = tokio::task::JoinSet::new();
+        let slots = Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE));
         for (p, pool) in pools.iter().enumerate() {
             for (u, _) in pool.upstreams().iter().enumerate() {
                 let pool = Arc::clone(pool);
+                let slots = Arc::clone(&slots);
                 probes.spawn(async move {
+                    // Never closed, so acquiring only waits.
+                    let _slot = slots.acquire_owned().await;
                     let started = Instant::now();
                     let result = match pool.upstream(u) {
                         Some(upstream) => probe_now(&pool, upstream).await,
@@ -722,7 +736,7 @@ impl ServeHttp for AdminApi {
                 self.control.applied().text.as_bytes().to_vec(),
             ),
             (true, ["tenants"]) => self.tenants(&query),
-            (true, ["tenants", id]) => self.tenant(id),
+            (true, ["tenants", id]) => self.tenant(id).await,
             (true, ["tenants", id, "export"]) => self.export(id, &query),
             (true, ["pools", "health"]) => self.pool_health(&query).await,
             (false, ["tenants"]) if method == Method::POST => {

@@ -21,11 +21,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use clap::builder::PossibleValuesParser;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::model::HostRoute;
 use crate::config::model::Probe;
 use crate::config::{self, GatewayConfig, LoadError};
+use crate::control::transfer::OnConflict;
 use crate::demo::DemoBackends;
 use crate::server::StartOptions;
 use crate::tenant::TenantStatus;
@@ -218,46 +220,12 @@ pub struct AdminArgs {
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum StatusFilter {
-    Active,
-    Suspended,
-}
-
-impl StatusFilter {
-    fn as_str(self) -> &'static str {
-        match self {
-            StatusFilter::Active => "active",
-            StatusFilter::Suspended => "suspended",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum ConflictPolicy {
-    Fail,
-    Skip,
-    Overwrite,
-    Rename,
-}
-
-impl ConflictPolicy {
-    fn as_str(self) -> &'static str {
-        match self {
-            ConflictPolicy::Fail => "fail",
-            ConflictPolicy::Skip => "skip",
-            ConflictPolicy::Overwrite => "overwrite",
-            ConflictPolicy::Rename => "rename",
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum TenantsCommand {
     /// List tenants.
     List {
-        #[arg(long, value_enum)]
-        status: Option<StatusFilter>,
+        #[arg(long, value_parser = PossibleValuesParser::new(TenantStatus::ALL))]
+        status: Option<String>,
         #[arg(long)]
         pool: Option<String>,
     },
@@ -273,6 +241,9 @@ enum TenantsCommand {
         /// Carry the tenant's API keys (their SHA-256 hashes: keep the file private).
         #[arg(long)]
         with_keys: bool,
+        /// Write the file here, readable by you only (0600), instead of to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Add the tenants of a file made by `pull` to the gateway of --context (or the current one):
     /// validated, saved in its config, audited and applied there. Prints the plan first. Exit 3
@@ -280,8 +251,8 @@ enum TenantsCommand {
     Push {
         file: PathBuf,
         /// What to do with an entry that exists with other contents.
-        #[arg(long, value_enum, default_value = "fail")]
-        on_conflict: ConflictPolicy,
+        #[arg(long, default_value = "fail", value_parser = PossibleValuesParser::new(OnConflict::ALL))]
+        on_conflict: String,
         /// Print the plan and change nothing.
         #[arg(long)]
         dry_run: bool,

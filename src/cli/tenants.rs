@@ -46,11 +46,16 @@ pub fn run(args: &AdminArgs, command: TenantsCommand) -> anyhow::Result<ExitCode
                 with_keys,
             )
         }
-        TenantsCommand::Pull { id, with_keys } => pull(
+        TenantsCommand::Pull {
+            id,
+            with_keys,
+            output,
+        } => pull(
             &Admin::new(args, Destination::AnyGateway)?,
             args.json,
             &id,
             with_keys,
+            output.as_deref(),
         ),
         TenantsCommand::Check { id } => check(
             &Admin::new(args, Destination::AnyGateway)?,
@@ -71,7 +76,7 @@ fn act(admin: &Admin, json: bool, command: TenantsCommand) -> anyhow::Result<Exi
         TenantsCommand::List { status, pool } => {
             let mut query = vec!["limit=100000".to_owned()];
             if let Some(s) = status {
-                query.push(format!("status={}", s.as_str()));
+                query.push(format!("status={s}"));
             }
             if let Some(p) = pool {
                 query.push(format!("pool={}", percent_encode(p)));
@@ -126,8 +131,15 @@ fn act(admin: &Admin, json: bool, command: TenantsCommand) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// `tenants pull ID`: the tenant file on stdout (for `> acme.toml`), what was pulled on stderr.
-fn pull(admin: &Admin, json: bool, id: &str, with_keys: bool) -> anyhow::Result<ExitCode> {
+/// `tenants pull ID`: the tenant file on stdout (for `> acme.toml`) or in `output`, what was
+/// pulled on stderr.
+fn pull(
+    admin: &Admin,
+    json: bool,
+    id: &str,
+    with_keys: bool,
+    output: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
     let query = if with_keys { "?with_keys=true" } else { "" };
     let (status, body) = admin.get(&format!("/tenants/{id}/export{query}"))?;
     if status != 200 {
@@ -139,11 +151,16 @@ fn pull(admin: &Admin, json: bool, id: &str, with_keys: bool) -> anyhow::Result<
     let fragment = body
         .as_str()
         .ok_or_else(|| anyhow!("the gateway at {} did not answer with TOML", admin.label))?;
+    if let Some(path) = output {
+        write_private(path, fragment)?;
+    }
     if json {
         let answer = json!({ "tenant": id, "from": admin.label, "with_keys": with_keys, "fragment": fragment });
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        print!("{fragment}");
+        if output.is_none() {
+            print!("{fragment}");
+        }
         let paint = Paint::stderr();
         eprintln!(
             "{} tenant {id} from {}{}",
@@ -455,6 +472,25 @@ fn print_check(report: &[Value], label: &str) {
             if n == 1 { "" } else { "s" }
         )),
     }
+}
+
+/// A pulled file may hold key hashes: it is made readable by its owner only, whatever the umask,
+/// also when it replaces a file that was not.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let written = (|| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()
+    })();
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Pool names go into a query string: anything but unreserved characters is escaped.

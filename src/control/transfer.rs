@@ -267,6 +267,7 @@ pub fn plan_import(
     // The tenants first: which pools and plans are needed depends on which tenants are written
     // (or would be, but for a conflict).
     let mut written: Vec<(String, Table)> = Vec::new();
+    let mut renames: Vec<(Kind, String, String)> = Vec::new();
     for (id, mut table) in entries(fragment, Kind::Tenant) {
         let mut notes = Vec::new();
         if !with_keys && table.remove("api_keys").is_some() {
@@ -284,11 +285,19 @@ pub fn plan_import(
                     (keys, OnConflict::Fail) => Action::Conflict(keys),
                     (keys, OnConflict::Skip) => Action::Skip(keys),
                     (keys, OnConflict::Overwrite) => Action::Overwrite(keys),
-                    (_, OnConflict::Rename) => Action::Rename(free_tenant_id(&dest, &id)?),
+                    (_, OnConflict::Rename) => {
+                        Action::Rename(free_tenant_id(&dest, fragment, &id, &items)?)
+                    }
                 }
             }
         };
         if let Action::Rename(_) = action {
+            // A key's prefix names its tenant: under another id it would only ever act for this one.
+            if table.remove("api_keys").is_some() {
+                notes.push(
+                    "its api keys are left out: a key names the tenant it was made for".to_owned(),
+                );
+            }
             let dropped = drop_taken_domains(&mut table, current);
             if !dropped.is_empty() {
                 notes.push(format!(
@@ -346,21 +355,23 @@ pub fn plan_import(
                         ));
                         Action::Skip(keys)
                     }
-                    (keys, OnConflict::Overwrite) => {
+                    // Other tenants here are served by it: overwriting it would move them onto
+                    // the source's upstreams. Only what the pushed tenants alone use is replaced.
+                    (keys, OnConflict::Overwrite)
+                        if other_users(current, kind, &name, &users) > 0 =>
+                    {
                         let others = other_users(current, kind, &name, &users);
-                        if others > 0 {
-                            notes.push(format!(
-                                "also used by {others} other tenant{} here",
-                                if others == 1 { "" } else { "s" }
-                            ));
-                        }
-                        Action::Overwrite(keys)
+                        notes.push(format!(
+                            "kept: {others} other tenant{} here use{} it (rename pushes the source's as a copy)",
+                            if others == 1 { "" } else { "s" },
+                            if others == 1 { "s" } else { "" }
+                        ));
+                        Action::Skip(keys)
                     }
+                    (keys, OnConflict::Overwrite) => Action::Overwrite(keys),
                     (_, OnConflict::Rename) => {
-                        let to = free_name(&dest, kind, &name, &items);
-                        for (_, tenant) in &mut written {
-                            rename_reference(tenant, kind, &name, &to);
-                        }
+                        let to = free_name(&dest, fragment, kind, &name, &items);
+                        renames.push((kind, name.clone(), to.clone()));
                         Action::Rename(to)
                     }
                 },
@@ -389,7 +400,8 @@ pub fn plan_import(
     }
     let changes = items.iter().any(|i| i.action.writes());
     // No conflicts are left, so every tenant in `written` is written.
-    for (id, table) in written {
+    for (id, mut table) in written {
+        apply_renames(&mut table, &renames);
         put(&mut dest, Kind::Tenant, &id, table);
     }
     Ok(ImportPlan {
@@ -494,10 +506,20 @@ fn put(doc: &mut DocumentMut, kind: Kind, name: &str, mut table: Table) {
     }
 }
 
-/// The top-level keys whose values differ between two entries (compared as TOML values, so layout
-/// and comments do not count).
+/// The top-level keys whose values differ between two entries, compared as the TOML values they
+/// decode to: layout, comments and inline or table form do not count; sub-tables and arrays of
+/// tables do.
 fn differing_keys(old: &Table, new: &Table) -> Vec<String> {
-    let (old, new) = (as_value(old), as_value(new));
+    let (Some(old), Some(new)) = (as_value(old), as_value(new)) else {
+        // Cannot happen for entries parsed from TOML; if it did, every key counts as changed.
+        return old
+            .iter()
+            .chain(new.iter())
+            .map(|(k, _)| k.to_owned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+    };
     let keys: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
     keys.into_iter()
         .filter(|k| old.get(*k) != new.get(*k))
@@ -505,9 +527,16 @@ fn differing_keys(old: &Table, new: &Table) -> Vec<String> {
         .collect()
 }
 
-fn as_value(table: &Table) -> toml::Table {
-    // A table printed on its own is a document of its keys; it always parses back.
-    toml::from_str(&table.to_string()).unwrap_or_default()
+/// The entry as a value: printed as the one entry of a document (a table's own `Display` leaves
+/// out its sub-tables), then parsed back.
+fn as_value(table: &Table) -> Option<toml::Table> {
+    let mut doc = DocumentMut::new();
+    doc.insert("entry", Item::Table(table.clone()));
+    let mut parsed: toml::Table = toml::from_str(&doc.to_string()).ok()?;
+    match parsed.remove("entry")? {
+        toml::Value::Table(t) => Some(t),
+        _ => None,
+    }
 }
 
 /// The pool (or plan) names a tenant entry refers to.
@@ -532,27 +561,29 @@ fn names_of(tenant: &Table, kind: Kind) -> Vec<&str> {
     }
 }
 
-fn rename_reference(tenant: &mut Table, kind: Kind, from: &str, to: &str) {
-    let rename = |item: Option<&mut Item>| {
-        if let Some(value) = item.and_then(Item::as_value_mut) {
-            if value.as_str() == Some(from) {
-                let decor = value.decor().clone();
-                *value = toml_edit::Value::from(to);
-                *value.decor_mut() = decor;
-            }
+/// Points a tenant's references at the new names of renamed pools and plans. Each reference is
+/// looked up once, by the name the file gave it, so renames cannot chain.
+fn apply_renames(tenant: &mut Table, renames: &[(Kind, String, String)]) {
+    let rename = |kind: Kind, item: Option<&mut Item>| {
+        let Some(value) = item.and_then(Item::as_value_mut) else {
+            return;
+        };
+        let to = renames
+            .iter()
+            .find(|(k, from, _)| *k == kind && value.as_str() == Some(from.as_str()))
+            .map(|(_, _, to)| to.as_str());
+        if let Some(to) = to {
+            let decor = value.decor().clone();
+            *value = toml_edit::Value::from(to);
+            *value.decor_mut() = decor;
         }
     };
-    match kind {
-        Kind::Pool => {
-            rename(tenant.get_mut("pool"));
-            rename(tenant.get_mut("previous_pool"));
-            if let Some(canary) = tenant.get_mut("canary").and_then(Item::as_table_like_mut) {
-                rename(canary.get_mut("pool"));
-            }
-        }
-        Kind::Plan => rename(tenant.get_mut("plan")),
-        Kind::Tenant => {}
+    rename(Kind::Pool, tenant.get_mut("pool"));
+    rename(Kind::Pool, tenant.get_mut("previous_pool"));
+    if let Some(canary) = tenant.get_mut("canary").and_then(Item::as_table_like_mut) {
+        rename(Kind::Pool, canary.get_mut("pool"));
     }
+    rename(Kind::Plan, tenant.get_mut("plan"));
 }
 
 /// Tenants of the destination, other than those being pushed, that use the pool or plan.
@@ -574,23 +605,40 @@ fn other_users(current: &GatewayConfig, kind: Kind, name: &str, pushed: &[&str])
         .count()
 }
 
-/// `name-2`, `name-3`, ...: the first name neither the destination nor this plan uses.
-fn free_name(dest: &DocumentMut, kind: Kind, name: &str, planned: &[PlanItem]) -> String {
+/// `name-2`, `name-3`, ...: the first name that the destination, the file and this plan's other
+/// renames all leave free.
+fn free_name(
+    dest: &DocumentMut,
+    fragment: &DocumentMut,
+    kind: Kind,
+    name: &str,
+    planned: &[PlanItem],
+) -> String {
     let taken = |candidate: &str| {
         entry(dest, kind, candidate).is_some()
+            || entry(fragment, kind, candidate).is_some()
             || planned
                 .iter()
                 .any(|i| i.kind == kind && i.action == Action::Rename(candidate.to_owned()))
     };
-    (2..)
-        .map(|n| format!("{name}-{n}"))
-        .find(|c| !taken(c))
-        .unwrap_or_else(|| format!("{name}-copy"))
+    let mut n = 2;
+    loop {
+        let candidate = format!("{name}-{n}");
+        if !taken(&candidate) {
+            return candidate;
+        }
+        n += 1;
+    }
 }
 
-/// A free tenant id that is also a valid one (a long id leaves room for the suffix).
-fn free_tenant_id(dest: &DocumentMut, id: &str) -> Result<String, Refusal> {
-    let candidate = free_name(dest, Kind::Tenant, id, &[]);
+/// A free tenant id that is also a valid one (a long id leaves no room for the suffix).
+fn free_tenant_id(
+    dest: &DocumentMut,
+    fragment: &DocumentMut,
+    id: &str,
+    planned: &[PlanItem],
+) -> Result<String, Refusal> {
+    let candidate = free_name(dest, fragment, Kind::Tenant, id, planned);
     TenantId::parse(&candidate)
         .map(|_| candidate.clone())
         .map_err(|e| {
@@ -896,5 +944,106 @@ pool = "shared"
             config(&text).routing.tenant("acme").expect("acme").pool,
             "acme-dedicated"
         );
+    }
+
+    #[test]
+    fn differences_inside_sub_tables_count_and_layout_does_not() {
+        let table = |text: &str| -> Table {
+            let doc: DocumentMut = text.parse().expect("TOML");
+            entry(&doc, Kind::Pool, "p").expect("pool p")
+        };
+        let base = table(
+            "[pools.p]\nupstreams = [\"127.0.0.1:1\"]\n[pools.p.health_check]\npath = \"/a\"\n",
+        );
+        let other = table(
+            "[pools.p]\nupstreams = [\"127.0.0.1:1\"]\n[pools.p.health_check]\npath = \"/b\"\n",
+        );
+        assert_eq!(differing_keys(&base, &other), ["health_check"]);
+        let inline = table("[pools]\np = { upstreams = [\"127.0.0.1:1\"], health_check = { path = \"/a\" } }  # same\n");
+        assert!(differing_keys(&base, &inline).is_empty());
+
+        // Keys written as [[tenants.x.api_keys]], as pull writes them: a rotated key differs.
+        let rotated = SOURCE.replace("id = \"k1\"", "id = \"k2\"");
+        let fragment: DocumentMut = export(&rotated, &config(&rotated), 1, "acme", true, "prod")
+            .expect("export")
+            .parse()
+            .expect("TOML");
+        let once = push(DEST, &pulled(true), OnConflict::Fail)
+            .text
+            .expect("text");
+        let plan =
+            plan_import(&once, &config(&once), &fragment, OnConflict::Fail, true).expect("plan");
+        assert_eq!(
+            plan.items[0].action,
+            Action::Conflict(vec!["api_keys".into()])
+        );
+    }
+
+    #[test]
+    fn overwrite_keeps_a_pool_that_other_tenants_here_use() {
+        let dest = DEST.replace(
+            "[pools.shared]\nupstreams = [\"127.0.0.1:9001\"]",
+            "[pools.shared]\nupstreams = [\"127.0.0.1:7001\"]",
+        ) + "\n[tenants.initech]\npool = \"shared\"\n";
+        let plan = push(&dest, &pulled(false), OnConflict::Overwrite);
+        let shared = plan
+            .items
+            .iter()
+            .find(|i| i.name == "shared")
+            .expect("shared");
+        assert!(matches!(shared.action, Action::Skip(_)), "{shared:?}");
+        assert!(
+            shared.notes[0].contains("1 other tenant here uses it"),
+            "{shared:?}"
+        );
+        let merged = config(&plan.text.expect("text"));
+        let pool = merged
+            .routing
+            .pools
+            .iter()
+            .find(|p| p.name == "shared")
+            .expect("pool");
+        assert_eq!(
+            pool.upstreams[0].label, "127.0.0.1:7001",
+            "initech's upstreams are untouched"
+        );
+    }
+
+    #[test]
+    fn renames_never_chain_and_a_renamed_copy_carries_no_keys() {
+        // The file has pools x and x-2; here both exist with other contents.
+        let fragment: DocumentMut = "[tenants.acme]\npool = \"x\"\nprevious_pool = \"x-2\"\napi_keys = [{ id = \"k1\", sha256 = \"0000000000000000000000000000000000000000000000000000000000000000\", created = \"2026-01-01T00:00:00Z\" }]\n\n[pools.x]\nupstreams = [\"127.0.0.1:2001\"]\n\n[pools.x-2]\nupstreams = [\"127.0.0.1:2002\"]\n"
+            .parse()
+            .expect("TOML");
+        let dest = format!(
+            "{DEST}\n[pools.x]\nupstreams = [\"127.0.0.1:3001\"]\n\n[pools.x-2]\nupstreams = [\"127.0.0.1:3002\"]\n\n[tenants.acme]\npool = \"x\"\n"
+        );
+        let plan =
+            plan_import(&dest, &config(&dest), &fragment, OnConflict::Rename, true).expect("plan");
+        let to = |name: &str| {
+            plan.items
+                .iter()
+                .find(|i| i.name == name)
+                .map(|i| i.action.clone())
+        };
+        assert_eq!(to("acme"), Some(Action::Rename("acme-2".into())));
+        assert_eq!(to("x"), Some(Action::Rename("x-3".into())));
+        assert_eq!(to("x-2"), Some(Action::Rename("x-2-2".into())));
+        let merged = config(&plan.text.expect("text"));
+        let copy = merged.routing.tenant("acme-2").expect("copy");
+        assert_eq!(copy.pool, "x-3");
+        assert_eq!(copy.previous_pool.as_deref(), Some("x-2-2"));
+        assert!(copy.api_keys.is_empty(), "{:?}", plan.items[0].notes);
+        let pool = |name: &str| {
+            merged
+                .routing
+                .pools
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| p.upstreams[0].label.clone())
+        };
+        assert_eq!(pool("x-3").as_deref(), Some("127.0.0.1:2001"));
+        assert_eq!(pool("x-2-2").as_deref(), Some("127.0.0.1:2002"));
+        assert_eq!(pool("x").as_deref(), Some("127.0.0.1:3001"));
     }
 }

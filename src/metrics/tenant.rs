@@ -98,7 +98,9 @@ pub struct TenantStats {
 
 /// Seconds the live request rate (`GET /tenants/{id}`, `tenants show`) is averaged over.
 pub const RATE_WINDOW_SECONDS: u64 = 10;
-const RATE_SAMPLES: usize = RATE_WINDOW_SECONDS as usize + 1;
+/// The window's two ends, and one slot more: the slot the next tick writes is never one a reader
+/// of the current window uses.
+const RATE_SAMPLES: usize = RATE_WINDOW_SECONDS as usize + 2;
 
 /// `total` as it was at each of the last ticks (one a second), in a ring. The ticker is the only
 /// writer, so a reader needs no lock: it sees the newest sample the tick count says is complete.

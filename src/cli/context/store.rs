@@ -188,61 +188,73 @@ impl ContextStore {
             bail!("context {name} exists; --replace to change it");
         }
         let (token, token_env) = match token {
-            TokenInput::Secret(secret) => (Some(seal(&self.sealing_key()?, name, &secret)?), None),
+            TokenInput::Secret(secret) => {
+                (Some(seal(&self.sealing_key()?, name, url, &secret)?), None)
+            }
             TokenInput::Env(var) => {
                 check_env_name(&var)?;
                 (None, Some(var))
             }
             TokenInput::None => (None, None),
         };
-        let mut next = self.file.clone();
         let context = ContextFile {
             admin_url: url.to_owned(),
             token,
             token_env,
             last_used: None,
         };
-        next.contexts.insert(name.to_owned(), context);
-        self.commit(next)
+        self.update(|file| {
+            file.contexts.insert(name.to_owned(), context);
+            Ok(())
+        })
     }
 
     pub fn remove(&mut self, name: &str) -> anyhow::Result<()> {
         if !self.file.contexts.contains_key(name) {
             return Err(self.unknown(name));
         }
-        let mut next = self.file.clone();
-        next.contexts.remove(name);
-        if next.current.as_deref() == Some(name) {
-            next.current = None;
-        }
-        self.commit(next)
+        self.update(|file| {
+            file.contexts.remove(name);
+            if file.current.as_deref() == Some(name) {
+                file.current = None;
+            }
+            Ok(())
+        })
     }
 
     pub fn use_context(&mut self, name: &str) -> anyhow::Result<()> {
         if !self.file.contexts.contains_key(name) {
             return Err(self.unknown(name));
         }
-        let mut next = self.file.clone();
-        next.current = Some(name.to_owned());
-        self.commit(next)
+        self.update(|file| {
+            if !file.contexts.contains_key(name) {
+                bail!("context {name} was removed meanwhile");
+            }
+            file.current = Some(name.to_owned());
+            Ok(())
+        })
     }
 
     /// The URL and token of a context, and marks it used. Failing to record the use only warns:
     /// a store that cannot be written (a read-only dotfiles checkout) must still be usable.
     pub fn resolve(&mut self, name: &str) -> anyhow::Result<Resolved> {
+        self.resolve_with(name, |var| std::env::var(var).ok())
+    }
+
+    /// `resolve`, with the environment to read a `token_env` from.
+    fn resolve_with(
+        &mut self,
+        name: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Resolved> {
         let Some(context) = self.file.contexts.get(name) else {
             return Err(self.unknown(name));
         };
         let token = match (&context.token, &context.token_env) {
-            (Some(sealed), _) => Some(self.open_token(name, sealed)?),
-            (None, Some(var)) => Some(
-                std::env::var(var)
-                    .ok()
-                    .filter(|t| !t.is_empty())
-                    .ok_or_else(|| {
-                        anyhow!("context {name} takes its token from ${var}, which is not set")
-                    })?,
-            ),
+            (Some(sealed), _) => Some(self.open_token(name, &context.admin_url, sealed)?),
+            (None, Some(var)) => Some(env(var).filter(|t| !t.is_empty()).ok_or_else(|| {
+                anyhow!("context {name} takes its token from ${var}, which is not set")
+            })?),
             (None, None) => None,
         };
         let resolved = Resolved {
@@ -250,12 +262,14 @@ impl ContextStore {
             admin_url: context.admin_url.clone(),
             token,
         };
-        let mut next = self.file.clone();
-        if let Some(context) = next.contexts.get_mut(name) {
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            context.last_used = Some(now);
-        }
-        if let Err(e) = self.commit(next) {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let used = self.update(|file| {
+            if let Some(context) = file.contexts.get_mut(name) {
+                context.last_used = Some(now);
+            }
+            Ok(())
+        });
+        if let Err(e) = used {
             crate::cli::output::warning(&format!(
                 "the use of context {name} is not recorded: {e:#}"
             ));
@@ -289,8 +303,17 @@ impl ContextStore {
         anyhow!("no context {name}; known: {}", known.join(", "))
     }
 
-    /// Writes `next`, and keeps it only once written, so a failed save leaves the store as on disk.
-    fn commit(&mut self, next: StoreFile) -> anyhow::Result<()> {
+    /// Applies `change` to the file as it is on disk now (another shell may have added or removed
+    /// a context since this one was loaded), writes it, and keeps it only once written.
+    fn update(
+        &mut self,
+        change: impl FnOnce(&mut StoreFile) -> anyhow::Result<()>,
+    ) -> anyhow::Result<()> {
+        let mut next = match read_private(&self.path)? {
+            Some(text) => parse(&self.path, &text)?,
+            None => StoreFile::default(),
+        };
+        change(&mut next)?;
         let body = toml::to_string(&next).context("cannot encode the contexts")?;
         write_private(&self.path, &format!("{HEADER}\n{body}"))?;
         self.file = next;
@@ -314,6 +337,8 @@ impl ContextStore {
         aead_key(&bytes).map(Some)
     }
 
+    /// The key, made on first use. It is created exclusively: of two first `context add`s run at
+    /// once, one makes it and the other reads it, so neither seals under a key that is then lost.
     fn sealing_key(&self) -> anyhow::Result<LessSafeKey> {
         if let Some(key) = self.read_key()? {
             return Ok(key);
@@ -322,11 +347,20 @@ impl ContextStore {
         SystemRandom::new()
             .fill(&mut bytes)
             .map_err(|_| anyhow!("the system random generator failed"))?;
-        write_private(&self.key_path, &format!("{}\n", STANDARD.encode(bytes)))?;
-        aead_key(&bytes)
+        let text = format!("{}\n", STANDARD.encode(bytes));
+        match create_private(&self.key_path, &text) {
+            Ok(()) => aead_key(&bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self
+                .read_key()?
+                .ok_or_else(|| anyhow!("{} vanished as it was made", self.key_path.display())),
+            Err(e) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("cannot create {}", self.key_path.display())))
+            }
+        }
     }
 
-    fn open_token(&self, name: &str, sealed: &str) -> anyhow::Result<String> {
+    fn open_token(&self, name: &str, url: &str, sealed: &str) -> anyhow::Result<String> {
         let Some(sealed) = sealed.strip_prefix(SEALED_PREFIX) else {
             bail!(
                 "the token of context {name} in {} is not sealed ({SEALED_PREFIX}…); add the context again",
@@ -339,9 +373,9 @@ impl ContextStore {
                 self.key_path.display()
             );
         };
-        open(&key, name, sealed).ok_or_else(|| {
+        open(&key, name, url, sealed).ok_or_else(|| {
             anyhow!(
-                "the token of context {name} does not open with {} (was the key file replaced?); add the context again",
+                "the token of context {name} does not open with {} (was the key file replaced, or the entry's name or URL edited?); add the context again",
                 self.key_path.display()
             )
         })
@@ -483,34 +517,54 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     written.with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Creates `path` 0600 with `text`, failing if it exists (folders made 0700).
+fn create_private(path: &Path, text: &str) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    }
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
 fn aead_key(bytes: &[u8]) -> anyhow::Result<LessSafeKey> {
     UnboundKey::new(&CHACHA20_POLY1305, bytes)
         .map(LessSafeKey::new)
         .map_err(|_| anyhow!("a contexts key is {KEY_LEN} bytes"))
 }
 
-/// Binds a sealed token to its context's name.
-fn aad(name: &str) -> Aad<Vec<u8>> {
-    Aad::from([b"tenantgate-context:".as_slice(), name.as_bytes()].concat())
+/// Binds a sealed token to its context's name and admin URL: an entry copied under another name,
+/// or pointed at another server by editing its URL, does not open, so the token is never sent
+/// anywhere but where it was added for.
+fn aad(name: &str, url: &str) -> Aad<Vec<u8>> {
+    Aad::from(format!("tenantgate-context:{name}\n{url}").into_bytes())
 }
 
 /// Nonces are random: a store seals a handful of tokens, far from the 2^48 where 96-bit random
 /// nonces start to collide.
-fn seal(key: &LessSafeKey, name: &str, token: &str) -> anyhow::Result<String> {
+fn seal(key: &LessSafeKey, name: &str, url: &str, token: &str) -> anyhow::Result<String> {
     let mut nonce = [0u8; NONCE_LEN];
     SystemRandom::new()
         .fill(&mut nonce)
         .map_err(|_| anyhow!("the system random generator failed"))?;
     let mut data = token.as_bytes().to_vec();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), aad(name), &mut data)
-        .map_err(|_| anyhow!("cannot seal the token of context {name}"))?;
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        aad(name, url),
+        &mut data,
+    )
+    .map_err(|_| anyhow!("cannot seal the token of context {name}"))?;
     let mut out = nonce.to_vec();
     out.extend_from_slice(&data);
     Ok(format!("{SEALED_PREFIX}{}", STANDARD.encode(out)))
 }
 
 /// `sealed` is the text after the prefix.
-fn open(key: &LessSafeKey, name: &str, sealed: &str) -> Option<String> {
+fn open(key: &LessSafeKey, name: &str, url: &str, sealed: &str) -> Option<String> {
     let bytes = STANDARD.decode(sealed).ok()?;
     if bytes.len() < NONCE_LEN {
         return None;
@@ -518,7 +572,7 @@ fn open(key: &LessSafeKey, name: &str, sealed: &str) -> Option<String> {
     let (nonce, rest) = bytes.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
     let mut data = rest.to_vec();
-    let plain = key.open_in_place(nonce, aad(name), &mut data).ok()?;
+    let plain = key.open_in_place(nonce, aad(name, url), &mut data).ok()?;
     String::from_utf8(plain.to_vec()).ok()
 }
 
@@ -593,6 +647,18 @@ mod tests {
         assert_eq!(a.token.as_deref(), Some("token-a"));
         let err = s.resolve("b").unwrap_err().to_string();
         assert!(err.contains("does not open"), "{err}");
+        // Pointed at another server by editing its URL: the token is not opened for it.
+        write_0600(
+            s.path(),
+            &format!("[contexts.a]\nadmin_url = \"http://evil\"\n{line}\n"),
+        );
+        let err = store(dir.path()).resolve("a").unwrap_err().to_string();
+        assert!(err.contains("does not open"), "{err}");
+        write_0600(
+            s.path(),
+            &format!("[contexts.a]\nadmin_url = \"http://a\"\n{line}\n"),
+        );
+        let mut s = store(dir.path());
 
         std::fs::remove_file(s.key_path()).expect("remove key");
         let err = s.resolve("a").unwrap_err().to_string();
@@ -655,10 +721,10 @@ mod tests {
             s.get("env").expect("env").token.label(),
             format!("env ${VAR}")
         );
-        let err = s.resolve("env").unwrap_err().to_string();
+        let err = s.resolve_with("env", |_| None).unwrap_err().to_string();
         assert!(err.contains("which is not set"), "{err}");
-        std::env::set_var(VAR, "from-env");
-        let resolved = s.resolve("env").expect("resolve");
+        let env = |var: &str| (var == VAR).then(|| "from-env".to_owned());
+        let resolved = s.resolve_with("env", env).expect("resolve");
         assert_eq!(resolved.token.as_deref(), Some("from-env"));
     }
 
