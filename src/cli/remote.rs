@@ -118,7 +118,9 @@ impl Admin {
         let url = format!("{}{path}", self.base);
         let actor = format!(
             "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+            std::env::var("USER")
+                .or_else(|_| std::env::var("LOGNAME"))
+                .unwrap_or_else(|_| "unknown".into())
         );
         let mut request = self.client.request(method, &url).header("x-actor", actor);
         if let Some(token) = &self.token {
