@@ -87,6 +87,13 @@ async fn routed(gw: &Gateway, host: &str) -> String {
     }
 }
 
+/// `tenants push FILE --context dev`, with `extra` arguments.
+async fn push_to_dev(ops: &Operator, file: &str, extra: &[&str]) -> support::cli::Run {
+    let mut args = vec!["tenants", "push", file, "--context", "dev"];
+    args.extend_from_slice(extra);
+    ops.run(&args).await
+}
+
 /// `tenants pull acme` from prod into `file`.
 async fn pull(ops: &Operator, file: &std::path::Path, with_keys: bool) -> support::cli::Run {
     let mut args = vec!["tenants", "pull", "acme", "--context", "prod"];
@@ -232,8 +239,7 @@ async fn a_tenant_pulled_from_prod_is_pushed_to_dev_under_each_conflict_policy()
 
     // A dry run prints the plan and changes nothing.
     let before = (f.dev.read_config(), generation(&f.dev).await);
-    let dry = ops
-        .run(&["tenants", "push", file_arg, "--context", "dev", "--dry-run"])
+    let dry = push_to_dev(ops, file_arg, &["--dry-run"])
         .await
         .expect_code(0);
     assert!(dry.stdout.contains("+ create tenant acme"), "{dry:?}");
@@ -249,10 +255,7 @@ async fn a_tenant_pulled_from_prod_is_pushed_to_dev_under_each_conflict_policy()
     assert_eq!((f.dev.read_config(), generation(&f.dev).await), before);
 
     // Pushed for real: persisted, audited, routed at once.
-    let pushed = ops
-        .run(&["tenants", "push", file_arg, "--context", "dev"])
-        .await
-        .expect_code(0);
+    let pushed = push_to_dev(ops, file_arg, &[]).await.expect_code(0);
     assert!(
         pushed.stdout.contains("applied: generation 2"),
         "{pushed:?}"
@@ -273,10 +276,7 @@ async fn a_tenant_pulled_from_prod_is_pushed_to_dev_under_each_conflict_policy()
         "{audit}"
     );
     // Pushing it again changes nothing.
-    let again = ops
-        .run(&["tenants", "push", file_arg, "--context", "dev"])
-        .await
-        .expect_code(0);
+    let again = push_to_dev(ops, file_arg, &[]).await.expect_code(0);
     assert!(again.stdout.contains("nothing to push"), "{again:?}");
 
     // Prod changes acme (suspends it); the pulled file now conflicts with dev's acme.
@@ -309,50 +309,29 @@ async fn a_tenant_pulled_from_prod_is_pushed_to_dev_under_each_conflict_policy()
         .expect("read")
         .contains("sha256"));
     let before = (f.dev.read_config(), generation(&f.dev).await);
-    let fail = ops
-        .run(&["tenants", "push", file_arg, "--context", "dev", "--json"])
-        .await
-        .expect_code(3);
+    let fail = push_to_dev(ops, file_arg, &["--json"]).await.expect_code(3);
     assert_eq!(fail.json()["conflicts"], 1, "{fail:?}");
-    let fail = ops
-        .run(&["tenants", "push", file_arg, "--context", "dev"])
-        .await
-        .expect_code(3);
+    let fail = push_to_dev(ops, file_arg, &[]).await.expect_code(3);
     assert!(
         fail.stdout
             .contains("! conflict tenant acme exists with other contents (status)"),
         "{fail:?}"
     );
     assert!(fail.stderr.contains("nothing pushed"), "{fail:?}");
-    let skip = ops
-        .run(&[
-            "tenants",
-            "push",
-            file_arg,
-            "--context",
-            "dev",
-            "--on-conflict",
-            "skip",
-        ])
+    let skip = push_to_dev(ops, file_arg, &["--on-conflict", "skip"])
         .await
         .expect_code(0);
     assert!(skip.stdout.contains("- skip tenant acme"), "{skip:?}");
     assert_eq!((f.dev.read_config(), generation(&f.dev).await), before);
     assert_eq!(routed(&f.dev, "acme.yourapp.test").await, "dedicated");
 
-    let overwrite = ops
-        .run(&[
-            "tenants",
-            "push",
-            file_arg,
-            "--context",
-            "dev",
-            "--on-conflict",
-            "overwrite",
-            "--with-keys",
-        ])
-        .await
-        .expect_code(0);
+    let overwrite = push_to_dev(
+        ops,
+        file_arg,
+        &["--on-conflict", "overwrite", "--with-keys"],
+    )
+    .await
+    .expect_code(0);
     assert!(
         overwrite.stdout.contains("~ overwrite tenant acme"),
         "{overwrite:?}"
@@ -372,16 +351,7 @@ async fn a_tenant_pulled_from_prod_is_pushed_to_dev_under_each_conflict_policy()
         .run(&["tenants", "activate", "acme", "--context", "dev"])
         .await;
     rename.expect_code(0);
-    let rename = ops
-        .run(&[
-            "tenants",
-            "push",
-            file_arg,
-            "--context",
-            "dev",
-            "--on-conflict",
-            "rename",
-        ])
+    let rename = push_to_dev(ops, file_arg, &["--on-conflict", "rename"])
         .await
         .expect_code(0);
     assert!(

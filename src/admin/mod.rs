@@ -18,7 +18,7 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::diff::{rfc3339, CertificateSummary};
+use crate::config::diff::{api_key_summary, rfc3339, CertificateSummary};
 use crate::config::model::{
     AdminSettings, CertificateConfig, Probe, Rate, TenantConfig, TenantLimits,
 };
@@ -125,8 +125,7 @@ impl AdminApi {
         let mut pool = None;
         let mut limit = DEFAULT_PAGE;
         let mut offset = 0;
-        for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
-            let value = percent_decode(value);
+        for (key, value) in query_pairs(query) {
             match key {
                 "status" => status = Some(value),
                 "pool" => pool = Some(value),
@@ -177,24 +176,7 @@ impl AdminApi {
         let now = chrono::Utc::now().timestamp();
         view["plan"] = json!(t.plan);
         view["limits"] = limits_view(&t.limits);
-        view["api_keys"] = t
-            .api_keys
-            .iter()
-            .map(|k| {
-                let state = match (k.revoked, k.expires) {
-                    (Some(r), _) if r <= now => "revoked",
-                    (_, Some(e)) if e <= now => "expired",
-                    _ => "valid",
-                };
-                json!({
-                    "id": k.id,
-                    "state": state,
-                    "created": rfc3339(k.created),
-                    "expires": k.expires.map(rfc3339),
-                    "revoked": k.revoked.map(rfc3339),
-                })
-            })
-            .collect();
+        view["api_keys"] = t.api_keys.iter().map(|k| api_key_summary(k, now)).collect();
         view["traffic"] = json!({
             "requests_per_second": running.map_or(0.0, |r| r.stats.request_rate()),
             "window_seconds": RATE_WINDOW_SECONDS,
@@ -426,13 +408,19 @@ fn import_request(body: &[u8]) -> Result<ImportRequest, Refusal> {
     })
 }
 
-/// The values of `key` in a query string (`pool=a&pool=b`), percent-decoded.
-fn query_values<'a>(query: &'a str, key: &'a str) -> impl Iterator<Item = String> + 'a {
+/// A query string's `key=value` pairs, values percent-decoded.
+fn query_pairs(query: &str) -> impl Iterator<Item = (&str, String)> {
     query
         .split('&')
         .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k, percent_decode(v)))
+}
+
+/// The values of `key` in a query string (`pool=a&pool=b`).
+fn query_values<'a>(query: &'a str, key: &'a str) -> impl Iterator<Item = String> + 'a {
+    query_pairs(query)
         .filter(move |(k, _)| *k == key)
-        .map(|(_, v)| percent_decode(v))
+        .map(|(_, v)| v)
 }
 
 fn percent_decode(s: &str) -> String {

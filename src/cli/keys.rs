@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
-use crate::config::diff::rfc3339;
+use crate::config::diff::api_key_summary;
 use crate::config::{load_str, GatewayConfig};
 use crate::control::edit::{add_api_key, revoke_api_key, write_atomically, ApiKeyEntry};
 use crate::identity::api_key::{generate, random_text, sha256, to_hex};
@@ -108,16 +108,9 @@ pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<E
             continue;
         }
         for k in &t.api_keys {
-            let state = match (k.revoked, k.expires) {
-                (Some(r), _) if r <= now => "revoked",
-                (_, Some(e)) if e <= now => "expired",
-                _ => "valid",
-            };
-            rows.push(serde_json::json!({
-                "tenant": t.id.as_str(), "id": k.id, "state": state,
-                "created": rfc3339(k.created),
-                "expires": k.expires.map(rfc3339), "revoked": k.revoked.map(rfc3339),
-            }));
+            let mut row = api_key_summary(k, now);
+            row["tenant"] = serde_json::json!(t.id.as_str());
+            rows.push(row);
         }
     }
     if let Some(id) = tenant {

@@ -46,10 +46,7 @@ impl Admin {
     /// a push) the default config file's.
     pub(super) fn new(args: &AdminArgs, destination: Destination) -> anyhow::Result<Admin> {
         if let Some(url) = &args.admin {
-            let token = std::env::var(ADMIN_TOKEN_ENV)
-                .ok()
-                .map(|t| t.trim().to_owned());
-            return Admin::at(url, url.clone(), token);
+            return Admin::at(url, url.clone(), env_token());
         }
         if let Some(name) = &args.context {
             return Admin::of_context(&mut ContextStore::open()?, name);
@@ -83,10 +80,7 @@ impl Admin {
             )
         })?;
         let url = format!("http://{}", reachable(config.admin.listen));
-        let token = std::env::var(ADMIN_TOKEN_ENV)
-            .ok()
-            .map(|t| t.trim().to_owned());
-        Admin::at(&url, url.clone(), token)
+        Admin::at(&url, url.clone(), env_token())
     }
 
     pub(super) fn at(base: &str, label: String, token: Option<String>) -> anyhow::Result<Admin> {
@@ -157,6 +151,13 @@ impl Admin {
 
 /// The environment variable the CLI reads the admin API's token from.
 pub const ADMIN_TOKEN_ENV: &str = "TENANTGATE_ADMIN_TOKEN";
+
+/// The token in `ADMIN_TOKEN_ENV`, for a gateway named by URL or config file rather than a context.
+fn env_token() -> Option<String> {
+    std::env::var(ADMIN_TOKEN_ENV)
+        .ok()
+        .map(|t| t.trim().to_owned())
+}
 
 /// An address to connect to for one the gateway listens on (`0.0.0.0` means this machine).
 fn reachable(listen: SocketAddr) -> SocketAddr {
@@ -242,8 +243,7 @@ pub fn plan(args: &AdminArgs, against: Option<&Path>) -> anyhow::Result<ExitCode
             let admin = match (&args.admin, &args.context) {
                 (None, None) => {
                     let url = format!("http://{}", reachable(new_admin));
-                    let token = std::env::var(ADMIN_TOKEN_ENV).ok();
-                    Admin::at(&url, url.clone(), token)?
+                    Admin::at(&url, url.clone(), env_token())?
                 }
                 _ => Admin::new(args, Destination::Chosen)?,
             };

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context as _};
 use serde_json::{json, Value};
 
+use super::context::store::write_private;
 use super::output::{self, Paint};
 use super::remote::{print_outcome, refused, Admin, Destination};
 use super::{AdminArgs, TenantsCommand, EXIT_CONFLICT, EXIT_UNHEALTHY};
@@ -151,6 +152,7 @@ fn pull(
     let fragment = body
         .as_str()
         .ok_or_else(|| anyhow!("the gateway at {} did not answer with TOML", admin.label))?;
+    // The file may hold key hashes: readable by its owner only, whatever the umask.
     if let Some(path) = output {
         write_private(path, fragment)?;
     }
@@ -472,25 +474,6 @@ fn print_check(report: &[Value], label: &str) {
             if n == 1 { "" } else { "s" }
         )),
     }
-}
-
-/// A pulled file may hold key hashes: it is made readable by its owner only, whatever the umask,
-/// also when it replaces a file that was not.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    let written = (|| -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)?;
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()
-    })();
-    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Pool names go into a query string: anything but unreserved characters is escaped.

@@ -13,7 +13,8 @@ type Index<'a, T> = HashMap<&'a str, T, foldhash::fast::RandomState>;
 use serde_json::{json, Value};
 
 use super::model::{
-    CanaryConfig, CertificateConfig, GatewayConfig, HostConfig, PoolConfig, TenantConfig,
+    ApiKeyConfig, CanaryConfig, CertificateConfig, GatewayConfig, HostConfig, PoolConfig,
+    TenantConfig,
 };
 use crate::tenant::TenantStatus;
 
@@ -126,6 +127,24 @@ impl CertificateSummary {
             "tenant": self.tenant,
         })
     }
+}
+
+/// An API key as operators see it (`key list`, `tenants show`): id, state and dates, never its
+/// hash. `state` is valid, expired or revoked at `now` (Unix seconds), by the rule requests are
+/// checked with.
+pub fn api_key_summary(key: &ApiKeyConfig, now: i64) -> Value {
+    let state = match (key.revoked, key.expires) {
+        (Some(r), _) if r <= now => "revoked",
+        (_, Some(e)) if e <= now => "expired",
+        _ => "valid",
+    };
+    json!({
+        "id": key.id,
+        "state": state,
+        "created": rfc3339(key.created),
+        "expires": key.expires.map(rfc3339),
+        "revoked": key.revoked.map(rfc3339),
+    })
 }
 
 /// Unix seconds as an RFC 3339 date, for people.

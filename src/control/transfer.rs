@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 use serde_json::{json, Value as Json};
-use toml_edit::{DocumentMut, Item, Table};
+use toml_edit::{DocumentMut, Item, Table, TableLike};
 
 use super::Refusal;
 use crate::config::model::GatewayConfig;
@@ -357,18 +357,19 @@ pub fn plan_import(
                     }
                     // Other tenants here are served by it: overwriting it would move them onto
                     // the source's upstreams. Only what the pushed tenants alone use is replaced.
-                    (keys, OnConflict::Overwrite)
-                        if other_users(current, kind, &name, &users) > 0 =>
-                    {
-                        let others = other_users(current, kind, &name, &users);
-                        notes.push(format!(
-                            "kept: {others} other tenant{} here use{} it (rename pushes the source's as a copy)",
-                            if others == 1 { "" } else { "s" },
-                            if others == 1 { "s" } else { "" }
-                        ));
-                        Action::Skip(keys)
+                    (keys, OnConflict::Overwrite) => {
+                        match other_users(current, kind, &name, &users) {
+                            0 => Action::Overwrite(keys),
+                            others => {
+                                notes.push(format!(
+                                    "kept: {others} other tenant{} here use{} it (rename pushes the source's as a copy)",
+                                    if others == 1 { "" } else { "s" },
+                                    if others == 1 { "s" } else { "" }
+                                ));
+                                Action::Skip(keys)
+                            }
+                        }
                     }
-                    (keys, OnConflict::Overwrite) => Action::Overwrite(keys),
                     (_, OnConflict::Rename) => {
                         let to = free_name(&dest, fragment, kind, &name, &items);
                         renames.push((kind, name.clone(), to.clone()));
@@ -460,17 +461,21 @@ fn unplace(table: &mut Table) {
     }
 }
 
-/// Adds an entry to a fresh document (the fragment).
-fn insert(doc: &mut DocumentMut, kind: Kind, name: &str, table: Table) {
-    let section = doc
-        .entry(kind.section())
+/// The `[tenants]`, `[pools]` or `[plans]` section, made (implicit: only its entries' headers are
+/// written) when the document has none.
+fn section_mut(doc: &mut DocumentMut, kind: Kind) -> Option<&mut dyn TableLike> {
+    doc.entry(kind.section())
         .or_insert_with(|| {
             let mut t = Table::new();
             t.set_implicit(true);
             Item::Table(t)
         })
-        .as_table_mut();
-    if let Some(section) = section {
+        .as_table_like_mut()
+}
+
+/// Adds an entry to a fresh document (the fragment).
+fn insert(doc: &mut DocumentMut, kind: Kind, name: &str, table: Table) {
+    if let Some(section) = section_mut(doc, kind) {
         section.insert(name, Item::Table(table));
     }
 }
@@ -478,15 +483,7 @@ fn insert(doc: &mut DocumentMut, kind: Kind, name: &str, table: Table) {
 /// Writes an entry into the destination: in place of the one it replaces (in its style, inline or
 /// not), or after the section's last entry.
 fn put(doc: &mut DocumentMut, kind: Kind, name: &str, mut table: Table) {
-    let Some(section) = doc
-        .entry(kind.section())
-        .or_insert_with(|| {
-            let mut t = Table::new();
-            t.set_implicit(true);
-            Item::Table(t)
-        })
-        .as_table_like_mut()
-    else {
+    let Some(section) = section_mut(doc, kind) else {
         return;
     };
     match section.get_mut(name) {

@@ -481,8 +481,9 @@ fn read_private(path: &Path) -> anyhow::Result<Option<String>> {
 }
 
 /// Like `control::edit::write_atomically`, except that the file is created 0600 from the start
-/// (never readable by others, even for a moment) and missing folders are made 0700.
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+/// (never readable by others, even for a moment) and missing folders are made 0700. For every
+/// file the CLI writes that holds a secret: the contexts, a pulled tenant file with key hashes.
+pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
