@@ -2,12 +2,11 @@
 //! make them: only the keys that change, keeping comments, order and layout (toml_edit), and the file
 //! replaced atomically (temp file, fsync, rename, fsync of the folder).
 
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use toml_edit::{DocumentMut, InlineTable, Item, TableLike, Value};
 
+use crate::atomic_file::{replace, Access};
 use crate::config::model::CanaryConfig;
 use crate::tenant::TenantStatus;
 
@@ -178,11 +177,9 @@ pub struct PersistError {
     pub source: std::io::Error,
 }
 
-/// Replaces the file at `path` with `text` so that a reader (or a crash) sees the old file or the new
-/// one, never a mix: a temporary file beside it, synced, renamed over it, and the folder synced.
-///
-/// A symlinked config is written where it points (the link stays). A file this process may not
-/// write is refused, even when its folder would allow replacing it: read-only means read-only.
+/// Replaces the config file at `path` with `text` (`atomic_file::replace`, keeping its mode). A
+/// file this process may not write is refused, even when its folder would allow replacing it:
+/// read-only means read-only.
 pub fn write_atomically(path: &Path, text: &str) -> Result<(), PersistError> {
     let error = |source| PersistError {
         path: path.to_path_buf(),
@@ -195,29 +192,7 @@ pub fn write_atomically(path: &Path, text: &str) -> Result<(), PersistError> {
             .open(&target)
             .map_err(error)?;
     }
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("config");
-    let temp = dir.join(format!(".{name}.tenantgate-{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut file = File::create(&temp)?;
-        if let Ok(meta) = std::fs::metadata(&target) {
-            file.set_permissions(meta.permissions())?;
-        }
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written.map_err(error)
+    replace(path, text, Access::AsBefore).map_err(error)
 }
 
 #[cfg(test)]
@@ -288,21 +263,6 @@ pool = "shared"
     }
 
     #[test]
-    fn writes_replace_the_file_whole_and_keep_its_permissions() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().expect("dir");
-        let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, "old").expect("write");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
-        write_atomically(&path, "new").expect("persist");
-        assert_eq!(std::fs::read_to_string(&path).expect("read"), "new");
-        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
-        assert_eq!(leftovers.len(), 1, "temporary file left behind");
-    }
-
-    #[test]
     fn a_read_only_file_is_not_replaced_and_a_symlink_stays_one() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().expect("dir");
@@ -325,11 +285,5 @@ pool = "shared"
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "via link");
-    }
-
-    #[test]
-    fn a_write_into_a_missing_folder_fails_and_changes_nothing() {
-        let path = Path::new("/nonexistent-tenantgate-dir/gateway.toml");
-        assert!(write_atomically(path, "x").is_err());
     }
 }

@@ -11,32 +11,36 @@
 
 pub mod audit;
 pub mod edit;
+pub mod file;
+pub mod outcome;
 pub mod promotion;
 pub mod transfer;
 pub mod watch;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::config::diff::{diff, Change};
 use crate::config::load::check_fragment;
-use crate::config::model::{CaBundle, JwksFile, TenantConfig};
-use crate::config::{load_str, ConfigErrors, GatewayConfig};
+use crate::config::model::TenantConfig;
+use crate::config::{load_str, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, TableHandle};
-use crate::tls::certificate::{file_digest, pair_digest};
 use crate::upstream::health::probe_now;
 use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
-use edit::{edit_tenant, write_atomically, EditError, PersistError, TenantEdit};
+use edit::{edit_tenant, TenantEdit};
+pub use file::referenced_files;
+use file::{digest, loaded_files_digest, ConfigFile};
+pub use outcome::{ImportRequest, Imported, LastChange, Outcome, Refusal};
 use promotion::PromotionRun;
-use transfer::{plan_import, ImportPlan, OnConflict};
+use transfer::{plan_import, ImportPlan};
 
 /// The config the running table was built from, and the exact text it came from.
 #[derive(Debug)]
@@ -46,266 +50,6 @@ pub struct Applied {
     digest: u64,
     /// Of the certificate, key and CA files as they were read for this config.
     files: u64,
-}
-
-fn digest(text: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    text.hash(&mut h);
-    h.finish()
-}
-
-/// Every file a config reads besides itself (certificates, keys, upstream CAs): a change to one of
-/// them is a change to the config, even when its text stays the same.
-pub fn referenced_files(config: &GatewayConfig) -> Vec<&Path> {
-    let tls = &config.routing.tls;
-    let certificates = tls
-        .certificates
-        .iter()
-        .flat_map(|c| [c.cert.as_path(), c.key.as_path()]);
-    let cas = upstream_cas(config).map(|ca| ca.path.as_path());
-    let jwks = jwks_file(config).map(|j| j.path.as_path());
-    certificates.chain(cas).chain(jwks).collect()
-}
-
-fn jwks_file(config: &GatewayConfig) -> Option<&JwksFile> {
-    config.routing.identity.jwt.as_ref()?.jwks_file.as_ref()
-}
-
-/// The CA bundles the config's pools verify their upstreams with.
-fn upstream_cas(config: &GatewayConfig) -> impl Iterator<Item = &CaBundle> {
-    config
-        .routing
-        .pools
-        .iter()
-        .filter_map(|p| p.tls.as_ref()?.ca.as_ref())
-}
-
-/// The digest of the referenced files as `config` read them.
-fn loaded_files_digest(config: &GatewayConfig) -> u64 {
-    let mut h = DefaultHasher::new();
-    for c in &config.routing.tls.certificates {
-        c.loaded.files_digest.hash(&mut h);
-    }
-    for ca in upstream_cas(config) {
-        ca.file_digest.hash(&mut h);
-    }
-    if let Some(jwks) = jwks_file(config) {
-        jwks.file_digest.hash(&mut h);
-    }
-    h.finish()
-}
-
-/// The same digest for the files on disk now. A file that cannot be read gives a digest no
-/// loaded config has, so the reload that follows reports it.
-fn disk_files_digest(config: &GatewayConfig) -> u64 {
-    let read = |path: &Path| std::fs::read(path).ok();
-    let mut h = DefaultHasher::new();
-    for c in &config.routing.tls.certificates {
-        match (read(&c.cert), read(&c.key)) {
-            (Some(cert), Some(key)) => pair_digest(&cert, &key).hash(&mut h),
-            _ => return u64::MAX,
-        }
-    }
-    for ca in upstream_cas(config) {
-        match read(&ca.path) {
-            Some(bytes) => file_digest(&bytes).hash(&mut h),
-            None => return u64::MAX,
-        }
-    }
-    if let Some(jwks) = jwks_file(config) {
-        match read(&jwks.path) {
-            Some(bytes) => file_digest(&bytes).hash(&mut h),
-            None => return u64::MAX,
-        }
-    }
-    h.finish()
-}
-
-/// What a change did.
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Applied {
-        generation: u64,
-        changes: Vec<Change>,
-    },
-    /// The text changed (comments, layout) or nothing did; the table stays as it is.
-    Unchanged { generation: u64 },
-}
-
-impl Outcome {
-    pub fn to_json(&self) -> Value {
-        match self {
-            Outcome::Applied {
-                generation,
-                changes,
-            } => json!({
-                "result": "applied",
-                "generation": generation,
-                "changes": changes.iter().map(Change::to_json).collect::<Vec<_>>(),
-            }),
-            Outcome::Unchanged { generation } => json!({
-                "result": "unchanged",
-                "generation": generation,
-                "changes": [],
-            }),
-        }
-    }
-}
-
-/// Why a change was not made. Nothing of it was applied or written.
-#[derive(Debug, thiserror::Error)]
-pub enum Refusal {
-    #[error("{0}")]
-    Invalid(ConfigErrors),
-    #[error("the change needs a restart or a graceful upgrade, which a reload cannot do: {}", summaries(.0))]
-    NeedsRestart(Vec<Change>),
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("the config file on disk has changed and its changes are not loaded yet (fix or reload it first)")]
-    Diverged,
-    #[error("{0}")]
-    Persist(#[from] PersistError),
-    #[error("{0}")]
-    Edit(#[from] EditError),
-    #[error("no tenant {0:?}")]
-    UnknownTenant(String),
-    #[error("no pool {0:?}")]
-    UnknownPool(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("pool {pool:?} does not pass its health check now: {failures}")]
-    Unhealthy { pool: String, failures: String },
-    #[error("{} of the pushed entries exist here with other contents (--on-conflict skip, overwrite or rename pushes anyway): {}", .0.conflicts(), conflict_list(.0))]
-    PushConflict(Box<ImportPlan>),
-}
-
-fn conflict_list(plan: &ImportPlan) -> String {
-    plan.items
-        .iter()
-        .filter(|i| matches!(i.action, transfer::Action::Conflict(_)))
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-fn summaries(changes: &[Change]) -> String {
-    changes
-        .iter()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-impl Refusal {
-    /// The stable `error` code of the admin API's answer.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Refusal::Invalid(_) => "invalid_config",
-            Refusal::NeedsRestart(_) => "needs_restart",
-            Refusal::Read { .. } => "config_unreadable",
-            Refusal::Diverged => "config_diverged",
-            Refusal::Persist(_) => "persist_failed",
-            Refusal::Edit(_) => "config_not_editable",
-            Refusal::UnknownTenant(_) => "unknown_tenant",
-            Refusal::UnknownPool(_) => "unknown_pool",
-            Refusal::Conflict(_) => "conflict",
-            Refusal::BadRequest(_) => "bad_request",
-            Refusal::Unhealthy { .. } => "pool_unhealthy",
-            Refusal::PushConflict(_) => "push_conflict",
-        }
-    }
-
-    pub fn status(&self) -> u16 {
-        match self {
-            Refusal::Invalid(_) | Refusal::BadRequest(_) => 422,
-            Refusal::UnknownTenant(_) | Refusal::UnknownPool(_) => 404,
-            Refusal::NeedsRestart(_)
-            | Refusal::Diverged
-            | Refusal::Conflict(_)
-            | Refusal::PushConflict(_) => 409,
-            Refusal::Unhealthy { .. } => 503,
-            Refusal::Read { .. } | Refusal::Persist(_) | Refusal::Edit(_) => 500,
-        }
-    }
-
-    /// Every config error as `file:line:column: key: message` (empty for other refusals).
-    pub fn config_errors(&self) -> Vec<String> {
-        match self {
-            Refusal::Invalid(e) => e.lines().collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    pub fn to_json(&self) -> Value {
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        match self {
-            Refusal::Invalid(_) => body["errors"] = json!(self.config_errors()),
-            Refusal::NeedsRestart(changes) => {
-                body["changes"] = json!(changes.iter().map(Change::to_json).collect::<Vec<_>>())
-            }
-            Refusal::PushConflict(plan) => body["plan"] = plan.to_json(),
-            _ => {}
-        }
-        body
-    }
-}
-
-/// The last change attempt, for `GET /status`.
-#[derive(Debug, Clone)]
-pub struct LastChange {
-    pub time: String,
-    pub actor: String,
-    pub result: &'static str,
-    pub generation: u64,
-    pub changes: usize,
-    pub message: Option<String>,
-    pub errors: Vec<String>,
-}
-
-impl LastChange {
-    pub fn to_json(&self) -> Value {
-        json!({
-            "time": self.time,
-            "actor": self.actor,
-            "result": self.result,
-            "generation": self.generation,
-            "changes": self.changes,
-            "message": self.message,
-            "errors": self.errors,
-        })
-    }
-}
-
-/// A push of a tenant file (`POST /tenants`).
-#[derive(Debug)]
-pub struct ImportRequest {
-    pub fragment: String,
-    /// The file's name as the client knows it, to place errors in it.
-    pub source: String,
-    pub on_conflict: OnConflict,
-    pub with_keys: bool,
-    pub dry_run: bool,
-    /// The generation the client saw the plan against: a push onto a table that changed since is
-    /// refused rather than applied unseen.
-    pub expected_generation: Option<u64>,
-}
-
-/// What a push did, or for a dry run, would do.
-#[derive(Debug)]
-pub struct Imported {
-    pub plan: ImportPlan,
-    /// `None` for a dry run.
-    pub outcome: Option<Outcome>,
-    /// For a dry run, the changes the push would make to the routing table.
-    pub changes: Vec<Change>,
-    /// The generation the plan was made against.
-    pub generation: u64,
 }
 
 /// A prepared change: the validated config, what changes, and the new table (when something does).
@@ -319,7 +63,7 @@ struct Prepared {
 }
 
 pub struct ControlPlane {
-    path: PathBuf,
+    file: ConfigFile,
     table: Arc<TableHandle>,
     /// Held while a change is prepared and applied: changes happen one at a time.
     writer: tokio::sync::Mutex<()>,
@@ -342,7 +86,7 @@ impl ControlPlane {
     ) -> Result<ControlPlane, AuditOpenError> {
         let audit = AuditLog::open(&config.admin.audit_log)?;
         Ok(ControlPlane {
-            path: config.path.clone(),
+            file: ConfigFile::new(config.path.clone()),
             table,
             writer: tokio::sync::Mutex::new(()),
             applied: ArcSwap::from_pointee(Applied {
@@ -359,7 +103,7 @@ impl ControlPlane {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     pub fn table(&self) -> &Arc<TableHandle> {
@@ -384,24 +128,15 @@ impl ControlPlane {
     pub async fn reload(&self, actor: Actor) -> Result<Outcome, Refusal> {
         let _writer = self.writer.lock().await;
         let started = Instant::now();
-        let text = match tokio::fs::read_to_string(&self.path).await {
+        let text = match self.file.read().await {
             Ok(text) => text,
-            Err(source) => {
-                let refusal = Refusal::Read {
-                    path: self.path.clone(),
-                    source,
-                };
+            Err(refusal) => {
                 self.record_refusal(&actor, "reload", None, &refusal);
                 return Err(refusal);
             }
         };
         let current = self.applied();
-        let files = {
-            let config = Arc::clone(&current.config);
-            tokio::task::spawn_blocking(move || disk_files_digest(&config))
-                .await
-                .unwrap_or(u64::MAX)
-        };
+        let files = ConfigFile::referenced_on_disk(&current.config).await;
         let unchanged = Outcome::Unchanged {
             generation: self.table.load().generation(),
         };
@@ -473,17 +208,7 @@ impl ControlPlane {
         prepared: Prepared,
         started: Instant,
     ) -> Result<Outcome, Refusal> {
-        let unchanged_on_disk = match tokio::fs::read_to_string(&self.path).await {
-            Ok(now) => digest(&now) == self.applied().digest,
-            Err(_) => false,
-        };
-        if !unchanged_on_disk {
-            let refusal = Refusal::Diverged;
-            self.record_refusal(actor, action, tenant, &refusal);
-            return Err(refusal);
-        }
-        if let Err(e) = write_atomically(&self.path, &prepared.text) {
-            let refusal = Refusal::Persist(e);
+        if let Err(refusal) = self.file.write(&self.applied(), &prepared.text).await {
             self.record_refusal(actor, action, tenant, &refusal);
             return Err(refusal);
         }
@@ -547,15 +272,7 @@ impl ControlPlane {
             }
         }
         let current = self.applied();
-        let on_disk = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|source| Refusal::Read {
-                path: self.path.clone(),
-                source,
-            })?;
-        if digest(&on_disk) != current.digest {
-            return Err(Refusal::Diverged);
-        }
+        self.file.read_unchanged(&current).await?;
         check_fragment(Path::new(&request.source), &request.fragment).map_err(Refusal::Invalid)?;
         let fragment: toml_edit::DocumentMut = request
             .fragment
@@ -604,17 +321,7 @@ impl ControlPlane {
         decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
     ) -> Result<Option<Prepared>, Refusal> {
         let current = self.applied();
-        // An operator's edit that is not loaded yet (being fixed, or not picked up) must not be
-        // applied behind their back by an API change made on top of it.
-        let on_disk = tokio::fs::read_to_string(&self.path)
-            .await
-            .map_err(|source| Refusal::Read {
-                path: self.path.clone(),
-                source,
-            })?;
-        if digest(&on_disk) != current.digest {
-            return Err(Refusal::Diverged);
-        }
+        self.file.read_unchanged(&current).await?;
         let tenant = current
             .config
             .routing
@@ -633,7 +340,7 @@ impl ControlPlane {
     async fn prepare(&self, text: String, digest: u64) -> Result<Prepared, Refusal> {
         let current = self.applied();
         let previous = self.table.load();
-        let path = self.path.clone();
+        let path = self.file.path().to_path_buf();
         let prepared = tokio::task::spawn_blocking(move || {
             let config = load_str(&path, &text).map_err(Refusal::Invalid)?;
             let changes = diff(&current.config, &config);

@@ -15,6 +15,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::{replace, Access};
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -480,42 +481,10 @@ fn read_private(path: &Path) -> anyhow::Result<Option<String>> {
     Ok(Some(text))
 }
 
-/// Like `control::edit::write_atomically`, except that the file is created 0600 from the start
-/// (never readable by others, even for a moment) and missing folders are made 0700. For every
-/// file the CLI writes that holds a secret: the contexts, a pulled tenant file with key hashes.
+/// Writes a file only its owner may read (`atomic_file::Access::Private`): the contexts, a pulled
+/// tenant file with key hashes.
 pub(crate) fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let dir = match target.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("contexts");
-    let temp = dir.join(format!(".{name}.tenantgate-{}.tmp", std::process::id()));
-    // Left by a crash of an earlier process with the same id; create_new would refuse it forever.
-    let _ = std::fs::remove_file(&temp);
-    let written = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)?;
-        file.write_all(text.as_bytes())?;
-        file.sync_all()?;
-        std::fs::rename(&temp, &target)?;
-        File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    written.with_context(|| format!("cannot write {}", path.display()))
+    replace(path, text, Access::Private).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Creates `path` 0600 with `text`, failing if it exists (folders made 0700).
