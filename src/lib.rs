@@ -17,6 +17,7 @@ pub mod identity;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod persistent;
 pub mod proxy;
 pub mod request_id;
 pub mod routing;

@@ -246,7 +246,6 @@ impl AdminApi {
             .table()
             .load()
             .pools()
-            .iter()
             .filter(|p| wanted.is_empty() || wanted.iter().any(|w| w == p.name()))
             .cloned()
             .collect();
@@ -492,8 +491,8 @@ fn promotion_request(body: &[u8]) -> Result<PromotionRequest, Refusal> {
 fn tenant_counts(table: &RoutingTable) -> Value {
     let suspended = table.suspended_count();
     json!({
-        "total": table.tenants().len(),
-        "active": table.tenants().len() - suspended,
+        "total": table.tenant_count(),
+        "active": table.tenant_count() - suspended,
         "suspended": suspended,
     })
 }
@@ -501,7 +500,6 @@ fn tenant_counts(table: &RoutingTable) -> Value {
 fn pools(table: &RoutingTable) -> Value {
     table
         .pools()
-        .iter()
         .map(|p| {
             let upstreams: Vec<Value> = p
                 .upstreams()

@@ -103,7 +103,7 @@ pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<E
     let (_, parsed) = read(config)?;
     let now = chrono::Utc::now().timestamp();
     let mut rows = Vec::new();
-    for t in &parsed.routing.tenants {
+    for t in parsed.routing.tenants.iter() {
         if tenant.is_some_and(|id| id != t.id.as_str()) {
             continue;
         }

@@ -511,7 +511,7 @@ pub fn summary(c: &GatewayConfig) -> String {
         r.tenants.len() - suspended
     );
     let mut by_pool: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for t in &r.tenants {
+    for t in r.tenants.iter() {
         let entry = by_pool.entry(t.pool.as_str()).or_default();
         entry.0 += 1;
         if t.status == TenantStatus::Suspended {

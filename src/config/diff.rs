@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::model::{
     ApiKeyConfig, CanaryConfig, CertificateConfig, GatewayConfig, HostConfig, PoolConfig,
-    TenantConfig,
+    TenantConfig, TenantList,
 };
 use crate::tenant::TenantStatus;
 
@@ -604,40 +604,52 @@ fn certificates(old: &[CertificateConfig], new: &[CertificateConfig], out: &mut 
 fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
     let before: Index<&PoolConfig> = old.iter().map(|p| (p.name.as_str(), p)).collect();
     for p in new {
-        match before.get(p.name.as_str()) {
-            None => out.push(Change::PoolAdded {
-                name: p.name.clone(),
-            }),
-            Some(o) => {
-                let mut fields = Vec::new();
-                if o.upstreams != p.upstreams {
-                    fields.push("upstreams");
-                }
-                if o.balancing != p.balancing {
-                    fields.push("load_balancing");
-                }
-                if o.health_check != p.health_check {
-                    fields.push("health_check");
-                }
-                if o.timeouts != p.timeouts {
-                    fields.push("timeouts");
-                }
-                if o.tls != p.tls {
-                    fields.push("tls");
-                }
-                if !fields.is_empty() {
-                    out.push(Change::PoolEdited {
-                        name: p.name.clone(),
-                        fields,
-                    });
-                }
-            }
-        }
+        pool_changes(before.get(p.name.as_str()).copied(), Some(p), out);
     }
     let after: Index<()> = new.iter().map(|p| (p.name.as_str(), ())).collect();
     for p in old.iter().filter(|p| !after.contains_key(p.name.as_str())) {
-        out.push(Change::PoolRemoved {
+        pool_changes(Some(p), None, out);
+    }
+}
+
+/// What changed about one pool (`None`: it is not there on that side).
+pub fn pool_changes(old: Option<&PoolConfig>, new: Option<&PoolConfig>, out: &mut Vec<Change>) {
+    let (o, p) = match (old, new) {
+        (None, None) => return,
+        (None, Some(p)) => {
+            out.push(Change::PoolAdded {
+                name: p.name.clone(),
+            });
+            return;
+        }
+        (Some(o), None) => {
+            out.push(Change::PoolRemoved {
+                name: o.name.clone(),
+            });
+            return;
+        }
+        (Some(o), Some(p)) => (o, p),
+    };
+    let mut fields = Vec::new();
+    if o.upstreams != p.upstreams {
+        fields.push("upstreams");
+    }
+    if o.balancing != p.balancing {
+        fields.push("load_balancing");
+    }
+    if o.health_check != p.health_check {
+        fields.push("health_check");
+    }
+    if o.timeouts != p.timeouts {
+        fields.push("timeouts");
+    }
+    if o.tls != p.tls {
+        fields.push("tls");
+    }
+    if !fields.is_empty() {
+        out.push(Change::PoolEdited {
             name: p.name.clone(),
+            fields,
         });
     }
 }
@@ -645,103 +657,124 @@ fn pools(old: &[PoolConfig], new: &[PoolConfig], out: &mut Vec<Change>) {
 fn hosts(old: &[HostConfig], new: &[HostConfig], out: &mut Vec<Change>) {
     let before: Index<&HostConfig> = old.iter().map(|h| (h.host.as_str(), h)).collect();
     for h in new {
-        match before.get(h.host.as_str()) {
-            None => out.push(Change::HostAdded {
-                host: h.host.clone(),
-                pool: h.route.label(),
-            }),
-            Some(o) if o.route != h.route => out.push(Change::HostMoved {
-                host: h.host.clone(),
-                from: o.route.label(),
-                to: h.route.label(),
-            }),
-            Some(_) => {}
-        }
+        host_changes(before.get(h.host.as_str()).copied(), Some(h), out);
     }
     let after: Index<()> = new.iter().map(|h| (h.host.as_str(), ())).collect();
     for h in old.iter().filter(|h| !after.contains_key(h.host.as_str())) {
-        out.push(Change::HostRemoved {
-            host: h.host.clone(),
-            pool: h.route.label(),
-        });
+        host_changes(Some(h), None, out);
     }
 }
 
-fn tenants(old: &[TenantConfig], new: &[TenantConfig], out: &mut Vec<Change>) {
-    let before: Index<&TenantConfig> = old.iter().map(|t| (t.id.as_str(), t)).collect();
-    for t in new {
-        let id = || t.id.to_string();
-        let Some(o) = before.get(t.id.as_str()) else {
+/// What changed about one reserved host.
+pub fn host_changes(old: Option<&HostConfig>, new: Option<&HostConfig>, out: &mut Vec<Change>) {
+    match (old, new) {
+        (None, Some(h)) => out.push(Change::HostAdded {
+            host: h.host.clone(),
+            pool: h.route.label(),
+        }),
+        (Some(h), None) => out.push(Change::HostRemoved {
+            host: h.host.clone(),
+            pool: h.route.label(),
+        }),
+        (Some(o), Some(h)) if o.route != h.route => out.push(Change::HostMoved {
+            host: h.host.clone(),
+            from: o.route.label(),
+            to: h.route.label(),
+        }),
+        _ => {}
+    }
+}
+
+fn tenants(old: &TenantList, new: &TenantList, out: &mut Vec<Change>) {
+    for t in new.iter() {
+        tenant_changes(old.get(t.id.as_str()), Some(t), out);
+    }
+    for t in old.iter().filter(|t| new.get(t.id.as_str()).is_none()) {
+        tenant_changes(Some(t), None, out);
+    }
+}
+
+/// What changed about one tenant.
+pub fn tenant_changes(
+    old: Option<&TenantConfig>,
+    new: Option<&TenantConfig>,
+    out: &mut Vec<Change>,
+) {
+    let (o, t) = match (old, new) {
+        (None, None) => return,
+        (None, Some(t)) => {
             out.push(Change::TenantAdded {
-                id: id(),
+                id: t.id.to_string(),
                 pool: t.pool.clone(),
             });
-            continue;
-        };
-        match (o.status, t.status) {
-            (TenantStatus::Active, TenantStatus::Suspended) => {
-                out.push(Change::TenantSuspended { id: id() })
-            }
-            (TenantStatus::Suspended, TenantStatus::Active) => {
-                out.push(Change::TenantActivated { id: id() })
-            }
-            _ => {}
+            return;
         }
-        if o.pool != t.pool {
-            out.push(Change::TenantMoved {
-                id: id(),
-                from: o.pool.clone(),
-                to: t.pool.clone(),
+        (Some(o), None) => {
+            out.push(Change::TenantRemoved {
+                id: o.id.to_string(),
+                pool: o.pool.clone(),
             });
+            return;
         }
-        if o.canary != t.canary {
-            out.push(Change::TenantCanary {
-                id: id(),
-                from: o.canary.clone(),
-                to: t.canary.clone(),
-            });
+        (Some(o), Some(t)) => (o, t),
+    };
+    let id = || t.id.to_string();
+    match (o.status, t.status) {
+        (TenantStatus::Active, TenantStatus::Suspended) => {
+            out.push(Change::TenantSuspended { id: id() })
         }
-        let mut fields = Vec::new();
-        if o.name != t.name {
-            fields.push("name");
+        (TenantStatus::Suspended, TenantStatus::Active) => {
+            out.push(Change::TenantActivated { id: id() })
         }
-        if o.domains != t.domains {
-            fields.push("domains");
-        }
-        if o.previous_pool != t.previous_pool {
-            fields.push("previous_pool");
-        }
-        if o.https_redirect != t.https_redirect {
-            fields.push("https_redirect");
-        }
-        if o.hsts != t.hsts {
-            fields.push("hsts");
-        }
-        if o.tenant_source != t.tenant_source {
-            fields.push("tenant_source");
-        }
-        if o.api_keys != t.api_keys {
-            fields.push("api_keys");
-        }
-        if o.route_rules != t.route_rules {
-            fields.push("route_rules");
-        }
-        if o.plan != t.plan {
-            fields.push("plan");
-        }
-        if o.limits != t.limits {
-            fields.push("limits");
-        }
-        if !fields.is_empty() {
-            out.push(Change::TenantEdited { id: id(), fields });
-        }
+        _ => {}
     }
-    let after: Index<()> = new.iter().map(|t| (t.id.as_str(), ())).collect();
-    for t in old.iter().filter(|t| !after.contains_key(t.id.as_str())) {
-        out.push(Change::TenantRemoved {
-            id: t.id.to_string(),
-            pool: t.pool.clone(),
+    if o.pool != t.pool {
+        out.push(Change::TenantMoved {
+            id: id(),
+            from: o.pool.clone(),
+            to: t.pool.clone(),
         });
+    }
+    if o.canary != t.canary {
+        out.push(Change::TenantCanary {
+            id: id(),
+            from: o.canary.clone(),
+            to: t.canary.clone(),
+        });
+    }
+    let mut fields = Vec::new();
+    if o.name != t.name {
+        fields.push("name");
+    }
+    if o.domains != t.domains {
+        fields.push("domains");
+    }
+    if o.previous_pool != t.previous_pool {
+        fields.push("previous_pool");
+    }
+    if o.https_redirect != t.https_redirect {
+        fields.push("https_redirect");
+    }
+    if o.hsts != t.hsts {
+        fields.push("hsts");
+    }
+    if o.tenant_source != t.tenant_source {
+        fields.push("tenant_source");
+    }
+    if o.api_keys != t.api_keys {
+        fields.push("api_keys");
+    }
+    if o.route_rules != t.route_rules {
+        fields.push("route_rules");
+    }
+    if o.plan != t.plan {
+        fields.push("plan");
+    }
+    if o.limits != t.limits {
+        fields.push("limits");
+    }
+    if !fields.is_empty() {
+        out.push(Change::TenantEdited { id: id(), fields });
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::HeaderName;
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use crate::persistent::{ChunkedVec, ShardedMap};
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::certificate::ServingCertificate;
 
@@ -157,7 +158,7 @@ pub struct RoutingConfig {
     /// One log line per request; part of the routing table so that a reload can switch it.
     pub access_log: bool,
     pub pools: Vec<PoolConfig>,
-    pub tenants: Vec<TenantConfig>,
+    pub tenants: TenantList,
     pub hosts: Vec<HostConfig>,
     pub tls: TlsConfig,
     pub identity: IdentityConfig,
@@ -439,10 +440,71 @@ impl PartialEq for CertificateConfig {
 impl Eq for CertificateConfig {}
 
 impl RoutingConfig {
-    /// A scan, not an index: only the admin API and control changes ask; requests use the
-    /// routing table's `tenant_by_id`.
     pub fn tenant(&self, id: &str) -> Option<&TenantConfig> {
-        self.tenants.iter().find(|t| t.id.as_str() == id)
+        self.tenants.get(id)
+    }
+}
+
+/// A config's tenants, in order (the file's, or the store's), each found by id in one lookup.
+/// Copies share structure (`persistent`): a config that differs in one tenant from another costs
+/// little more than one.
+#[derive(Debug, Clone, Default)]
+pub struct TenantList {
+    list: ChunkedVec<Arc<TenantConfig>>,
+    index: ShardedMap<Box<str>, usize>,
+}
+
+impl TenantList {
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn get(&self, id: &str) -> Option<&TenantConfig> {
+        self.list.get(*self.index.get(id)?).map(|t| &**t)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &TenantConfig> + Clone {
+        self.list.iter().map(|t| &**t)
+    }
+
+    /// Replaces the tenant of the same id where it stands, or adds it at the end.
+    pub fn upsert(&mut self, tenant: Arc<TenantConfig>) {
+        match self.index.get(tenant.id.as_str()) {
+            Some(&i) => {
+                self.list.set(i, tenant);
+            }
+            None => {
+                self.index
+                    .insert(Box::from(tenant.id.as_str()), self.list.len());
+                self.list.push(tenant);
+            }
+        }
+    }
+
+    /// Removes the tenant; the last one takes its place in the order.
+    pub fn remove(&mut self, id: &str) -> Option<Arc<TenantConfig>> {
+        let i = self.index.remove(id)?;
+        let removed = self.list.swap_remove(i)?;
+        if let Some(moved) = self.list.get(i) {
+            self.index.insert(Box::from(moved.id.as_str()), i);
+        }
+        Some(removed)
+    }
+}
+
+impl FromIterator<TenantConfig> for TenantList {
+    fn from_iter<I: IntoIterator<Item = TenantConfig>>(tenants: I) -> Self {
+        let list: ChunkedVec<Arc<TenantConfig>> = tenants.into_iter().map(Arc::new).collect();
+        let index = list
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (Box::from(t.id.as_str()), i))
+            .collect();
+        TenantList { list, index }
     }
 }
 

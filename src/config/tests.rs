@@ -85,13 +85,13 @@ fn the_documented_example_is_valid_with_defaults_applied() {
     assert_eq!(hc.interval, Duration::from_millis(1000));
     assert_eq!(c.routing.pools[2].balancing, Balancing::LeastRequest);
 
-    let acme = &c.routing.tenants[0];
+    let acme = c.routing.tenants.iter().next().expect("acme");
     assert_eq!(
         (acme.id.as_str(), acme.name.as_str()),
         ("acme", "Acme Corp")
     );
     assert_eq!(acme.domains, ["api-acme-corp.factory.test"]);
-    let globex = &c.routing.tenants[1];
+    let globex = c.routing.tenants.iter().nth(1).expect("globex");
     assert_eq!(
         (globex.name.as_str(), globex.status),
         ("globex", TenantStatus::Suspended)

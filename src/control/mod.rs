@@ -534,11 +534,7 @@ fn now() -> String {
 /// healthy or not by that result, before the new table is put in use.
 async fn probe_new_upstreams(new: &RoutingTable, old: &RoutingTable) {
     let mut probes = tokio::task::JoinSet::new();
-    for pool in new
-        .pools()
-        .iter()
-        .filter(|p| p.config.health_check.is_some())
-    {
+    for pool in new.pools().filter(|p| p.config.health_check.is_some()) {
         let known = old.pool_by_name(pool.name());
         for (index, upstream) in pool.upstreams().iter().enumerate() {
             let seen = known.is_some_and(|k| {

@@ -339,9 +339,9 @@ impl Metrics {
             }
         });
         let config = table.metrics_config();
-        let tenants = table.tenants();
+        let tenants: Vec<&crate::routing::Tenant> = table.tenants().collect();
         let label = |labelled: &mut HashMap<String, Arc<TenantStats>>, i: usize| {
-            let t = &tenants[i];
+            let t = tenants[i];
             t.stats
                 .series
                 .store(Some(Arc::new(families.series(t.id.as_str()))));

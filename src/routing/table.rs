@@ -12,7 +12,9 @@ use foldhash::fast::RandomState;
 use http::{HeaderName, HeaderValue};
 
 use super::host::label_below;
-use crate::config::model::{MetricsConfig, RouteRule, RoutingConfig, TenantLimits, TenantSource};
+use crate::config::model::{
+    MetricsConfig, PoolConfig, RouteRule, RoutingConfig, TenantConfig, TenantLimits, TenantSource,
+};
 use crate::gateway_error::GatewayError;
 use crate::identity::api_key::TenantKeys;
 use crate::identity::jwks::RemoteKeys;
@@ -20,6 +22,7 @@ use crate::identity::jwt::JwtVerifier;
 use crate::limits::concurrency::InFlight;
 use crate::limits::TenantLimiter;
 use crate::metrics::tenant::TenantStats;
+use crate::persistent::{ChunkedVec, ShardedMap};
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::store::CertificateStore;
 use crate::upstream::Pool;
@@ -151,29 +154,89 @@ impl Refused {
 #[derive(Debug)]
 pub struct RoutingTable {
     generation: u64,
+    /// What only a change of settings changes; the tables a change of tenants, pools or hosts
+    /// makes share it.
+    settings: Arc<Settings>,
+    exact: ShardedMap<Box<str>, Destination>,
+    by_id: ShardedMap<Box<str>, usize>,
+    tenants: ChunkedVec<Arc<Tenant>>,
+    hosts: Arc<[ReservedHost]>,
+    /// A pool removed by a change leaves its slot empty (`None`): the indices the tenants hold stay
+    /// valid. A later pool takes the slot; a full build closes the gaps.
+    pools: Arc<[Option<Arc<Pool>>]>,
+    pool_index: Arc<HashMap<Box<str>, usize, RandomState>>,
+    /// Tenants and reserved hosts routed to each pool (a pool with one tenant and nothing else is
+    /// that tenant's dedicated pool).
+    pool_users: Arc<[usize]>,
+}
+
+#[derive(Debug)]
+struct Settings {
     tenant_header: HeaderName,
     tenant_header_spelling: &'static str,
     access_log: bool,
     /// Canonical, longest first.
     base_domains: Box<[Box<str>]>,
-    exact: HashMap<Box<str>, Destination, RandomState>,
-    by_id: HashMap<Box<str>, usize, RandomState>,
-    tenants: Box<[Tenant]>,
-    hosts: Box<[ReservedHost]>,
-    pools: Box<[Arc<Pool>]>,
-    pool_index: HashMap<Box<str>, usize, RandomState>,
-    /// Tenants and reserved hosts routed to each pool (a pool with one tenant and nothing else is
-    /// that tenant's dedicated pool).
-    pool_users: Box<[usize]>,
     certificates: CertificateStore,
     /// Where plain-HTTP requests are redirected (`None`: no HTTPS to redirect to).
     redirect_port: Option<u16>,
-    /// Reserved hosts follow the gateway's settings.
+    /// The gateway's own `https_redirect`; reserved hosts follow it, tenants unless they say
+    /// otherwise.
     https_redirect: bool,
-    hosts_hsts: bool,
+    /// `[gateway] hsts` is set: reserved hosts send it, tenants unless they say otherwise.
+    hsts_on: bool,
     hsts: Option<HeaderValue>,
+    /// For tenants that set none of their own.
+    tenant_source: TenantSource,
     identity: IdentityTable,
     metrics: MetricsConfig,
+}
+
+/// What a change of the config touches, by name; each is looked up in the new config, and one
+/// that is not there any more is removed.
+#[derive(Debug, Default, Clone)]
+pub struct TableDelta {
+    pub tenants: Vec<String>,
+    pub pools: Vec<String>,
+    /// The reserved hosts changed (they are few: all are laid out again).
+    pub hosts: bool,
+}
+
+impl TableDelta {
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty() && self.pools.is_empty() && !self.hosts
+    }
+
+    /// Everything that differs between two configs (a scan of both: for changes that do not
+    /// already know what they touch).
+    pub fn between(old: &RoutingConfig, new: &RoutingConfig) -> TableDelta {
+        let mut delta = TableDelta {
+            hosts: old.hosts != new.hosts,
+            ..TableDelta::default()
+        };
+        for t in new.tenants.iter() {
+            if old.tenants.get(t.id.as_str()) != Some(t) {
+                delta.tenants.push(t.id.to_string());
+            }
+        }
+        for t in old.tenants.iter() {
+            if new.tenants.get(t.id.as_str()).is_none() {
+                delta.tenants.push(t.id.to_string());
+            }
+        }
+        let find = |pools: &[PoolConfig], name: &str| pools.iter().position(|p| p.name == name);
+        for p in &new.pools {
+            if find(&old.pools, &p.name).map(|i| &old.pools[i]) != Some(p) {
+                delta.pools.push(p.name.clone());
+            }
+        }
+        for p in &old.pools {
+            if find(&new.pools, &p.name).is_none() {
+                delta.pools.push(p.name.clone());
+            }
+        }
+        delta
+    }
 }
 
 /// Whose traffic a host name carries, to tell whether two names (a connection's SNI, a request's
@@ -181,48 +244,119 @@ pub struct RoutingTable {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Owner(Destination);
 
+impl Settings {
+    fn new(config: &RoutingConfig, previous: Option<&RoutingTable>) -> Settings {
+        let tls = &config.tls;
+        // A tenant may turn HSTS on without the gateway's own settings: it gets the default policy.
+        let hsts_value = tls.hsts.clone().unwrap_or_default().header_value();
+        Settings {
+            tenant_header: config.tenant_header.clone(),
+            tenant_header_spelling: config.tenant_header_spelling,
+            access_log: config.access_log,
+            base_domains: config
+                .base_domains
+                .iter()
+                .map(|d| Box::from(d.as_str()))
+                .collect(),
+            certificates: CertificateStore::new(
+                tls.certificates.iter().map(|c| (&*c.loaded, c.default)),
+            ),
+            redirect_port: tls.redirect_port,
+            https_redirect: tls.https_redirect,
+            hsts_on: tls.hsts.is_some(),
+            hsts: HeaderValue::from_str(&hsts_value).ok(),
+            tenant_source: config.identity.tenant_source,
+            identity: identity_table(config, previous),
+            metrics: config.metrics.clone(),
+        }
+    }
+}
+
+impl Tenant {
+    /// The request path's view of `t`. What `old` (the same tenant in the previous table) had is
+    /// carried over: rate buckets whose limit is unchanged, the in-flight count, the metric
+    /// series, and canary counters of the same canary pool.
+    fn build(
+        t: &TenantConfig,
+        settings: &Settings,
+        pool_of: impl Fn(&str) -> usize,
+        old: Option<(&Tenant, &RoutingTable)>,
+    ) -> Tenant {
+        let canary = t.canary.as_ref().map(|c| Canary {
+            pool: pool_of(&c.pool),
+            percent: c.percent,
+            stats: old
+                .and_then(|(o, table)| {
+                    let canary = o.canary.as_ref()?;
+                    (table.pool(canary.pool)?.name() == c.pool).then(|| Arc::clone(&canary.stats))
+                })
+                .unwrap_or_default(),
+        });
+        let old = old.map(|(o, _)| o);
+        Tenant {
+            limits: t.limits.clone(),
+            limiter: TenantLimiter::build(&t.id, &t.limits, old.map(|o| &o.limiter)),
+            in_flight: old.map_or_else(Arc::default, |o| Arc::clone(&o.in_flight)),
+            stats: old.map_or_else(Arc::default, |o| Arc::clone(&o.stats)),
+            id: t.id.clone(),
+            name: t.name.clone(),
+            status: t.status,
+            pool: pool_of(&t.pool),
+            domains: t.domains.clone(),
+            // A slug is always a valid header value.
+            header_value: HeaderValue::from_str(t.id.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            previous_pool: t.previous_pool.as_deref().map(&pool_of),
+            canary,
+            https_redirect: settings.redirect_port.is_some()
+                && t.https_redirect.unwrap_or(settings.https_redirect),
+            hsts: t.hsts.unwrap_or(settings.hsts_on),
+            tenant_source: t.tenant_source.unwrap_or(settings.tenant_source),
+            api_keys: TenantKeys::new(&t.api_keys),
+            route_rules: t.route_rules.clone().into_boxed_slice(),
+        }
+    }
+}
+
+/// A pool for `config`, whose upstreams keep the health state they had in `old` (same address).
+fn pool_from(config: &PoolConfig, old: Option<&Arc<Pool>>) -> Arc<Pool> {
+    Arc::new(Pool::new(config.clone(), |addr| {
+        old.and_then(|o| o.upstreams().iter().find(|u| u.addr == addr))
+            .map(|u| Arc::clone(&u.state))
+    }))
+}
+
 impl RoutingTable {
     /// Builds the snapshot for `config`. What `previous` already had is carried over: an upstream
-    /// (same pool, same address) keeps its health state, a canary (same tenant, same pool) its
-    /// counters.
+    /// (same pool, same address) keeps its health state, a tenant its buckets, counters and
+    /// series, a canary (same tenant, same pool) its counters.
     pub fn build(
         config: &RoutingConfig,
         generation: u64,
         previous: Option<&RoutingTable>,
     ) -> RoutingTable {
-        let pools: Box<[Arc<Pool>]> = config
+        let pools: Arc<[Option<Arc<Pool>>]> = config
             .pools
             .iter()
-            .map(|p| {
-                let old = previous.and_then(|t| t.pool_by_name(&p.name));
-                Arc::new(Pool::new(p.clone(), |addr| {
-                    old.and_then(|o| o.upstreams().iter().find(|u| u.addr == addr))
-                        .map(|u| Arc::clone(&u.state))
-                }))
-            })
+            .map(|p| Some(pool_from(p, previous.and_then(|t| t.pool_by_name(&p.name)))))
             .collect();
         let mut pool_index = HashMap::with_capacity_and_hasher(pools.len(), RandomState::default());
-        for (i, p) in pools.iter().enumerate() {
-            pool_index.insert(Box::from(p.name()), i);
+        for (i, p) in config.pools.iter().enumerate() {
+            pool_index.insert(Box::from(p.name.as_str()), i);
         }
         // Validation guarantees every reference resolves; an unresolved one would be a bug, and
         // falls back to the first pool rather than panicking.
         let pool_of = |name: &str| pool_index.get(name).copied().unwrap_or(0);
-
-        let tls = &config.tls;
-        // A tenant may turn HSTS on without the gateway's own settings: it gets the default policy.
-        let hsts_value = tls.hsts.clone().unwrap_or_default().header_value();
-        let hsts_value = HeaderValue::from_str(&hsts_value).ok();
+        let settings = Settings::new(config, previous);
         let exact_hosts = config.hosts.len()
             + config
                 .tenants
                 .iter()
                 .map(|t| t.domains.len())
                 .sum::<usize>();
-        let mut exact = HashMap::with_capacity_and_hasher(exact_hosts, RandomState::default());
-        let mut by_id =
-            HashMap::with_capacity_and_hasher(config.tenants.len(), RandomState::default());
-        let tenants: Box<[Tenant]> = config
+        let mut exact = ShardedMap::with_capacity(exact_hosts);
+        let mut by_id = ShardedMap::with_capacity(config.tenants.len());
+        let tenants: ChunkedVec<Arc<Tenant>> = config
             .tenants
             .iter()
             .enumerate()
@@ -231,51 +365,12 @@ impl RoutingTable {
                 for domain in &t.domains {
                     exact.insert(Box::from(domain.as_str()), Destination::Tenant(i));
                 }
-                let canary = t.canary.as_ref().map(|c| Canary {
-                    pool: pool_of(&c.pool),
-                    percent: c.percent,
-                    stats: previous
-                        .and_then(|old| old.canary_stats(t.id.as_str(), &c.pool))
-                        .unwrap_or_default(),
-                });
-                let old = previous.and_then(|p| p.tenant_by_id(t.id.as_str()));
-                Tenant {
-                    limits: t.limits.clone(),
-                    limiter: TenantLimiter::build(&t.id, &t.limits, old.map(|o| &o.limiter)),
-                    in_flight: old.map_or_else(Arc::default, |o| Arc::clone(&o.in_flight)),
-                    stats: old.map_or_else(Arc::default, |o| Arc::clone(&o.stats)),
-                    id: t.id.clone(),
-                    name: t.name.clone(),
-                    status: t.status,
-                    pool: pool_of(&t.pool),
-                    domains: t.domains.clone(),
-                    // A slug is always a valid header value.
-                    header_value: HeaderValue::from_str(t.id.as_str())
-                        .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-                    previous_pool: t.previous_pool.as_deref().map(pool_of),
-                    canary,
-                    https_redirect: tls.redirect_port.is_some()
-                        && t.https_redirect.unwrap_or(tls.https_redirect),
-                    hsts: t.hsts.unwrap_or(tls.hsts.is_some()),
-                    tenant_source: t.tenant_source.unwrap_or(config.identity.tenant_source),
-                    api_keys: TenantKeys::new(&t.api_keys),
-                    route_rules: t.route_rules.clone().into_boxed_slice(),
-                }
+                let old = previous.and_then(|p| Some((p.tenant_by_id(t.id.as_str())?, p)));
+                Arc::new(Tenant::build(t, &settings, pool_of, old))
             })
             .collect();
-        let hosts: Box<[ReservedHost]> = config
-            .hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                exact.insert(Box::from(h.host.as_str()), Destination::Reserved(i));
-                ReservedHost {
-                    host: h.host.clone(),
-                    pool: h.route.pool().map(pool_of),
-                }
-            })
-            .collect();
-        let mut pool_users = vec![0; pools.len()].into_boxed_slice();
+        let hosts = reserved_hosts(config, &mut exact, pool_of);
+        let mut pool_users = vec![0; pools.len()];
         for pool in tenants
             .iter()
             .map(|t| t.pool)
@@ -287,30 +382,146 @@ impl RoutingTable {
         }
         RoutingTable {
             generation,
-            tenant_header: config.tenant_header.clone(),
-            tenant_header_spelling: config.tenant_header_spelling,
-            access_log: config.access_log,
-            base_domains: config
-                .base_domains
-                .iter()
-                .map(|d| Box::from(d.as_str()))
-                .collect(),
+            settings: Arc::new(settings),
             exact,
             by_id,
             tenants,
             hosts,
             pools,
-            pool_index,
-            pool_users,
-            certificates: CertificateStore::new(
-                tls.certificates.iter().map(|c| (&*c.loaded, c.default)),
-            ),
-            redirect_port: tls.redirect_port,
-            https_redirect: tls.https_redirect && tls.redirect_port.is_some(),
-            hosts_hsts: tls.hsts.is_some(),
-            hsts: hsts_value,
-            identity: identity_table(config, previous),
-            metrics: config.metrics.clone(),
+            pool_index: Arc::new(pool_index),
+            pool_users: pool_users.into(),
+        }
+    }
+
+    /// The table for `config`, which differs from the one this table was built from only in what
+    /// `delta` names: the tenants, pools and hosts it touches are made anew (carrying their
+    /// state, as `build` does), everything else is shared with this table. What a change of a
+    /// million-tenant table costs is then what it touches, not the million.
+    pub fn apply(
+        &self,
+        config: &RoutingConfig,
+        delta: &TableDelta,
+        generation: u64,
+    ) -> RoutingTable {
+        let mut pools: Vec<Option<Arc<Pool>>> = self.pools.to_vec();
+        let mut pool_index = (*self.pool_index).clone();
+        for name in &delta.pools {
+            match config.pools.iter().find(|p| &p.name == name) {
+                Some(p) => {
+                    let pool = pool_from(p, self.pool_by_name(name));
+                    match pool_index.get(name.as_str()) {
+                        Some(&i) => pools[i] = Some(pool),
+                        None => {
+                            let i = match pools.iter().position(Option::is_none) {
+                                Some(free) => {
+                                    pools[free] = Some(pool);
+                                    free
+                                }
+                                None => {
+                                    pools.push(Some(pool));
+                                    pools.len() - 1
+                                }
+                            };
+                            pool_index.insert(Box::from(name.as_str()), i);
+                        }
+                    }
+                }
+                None => {
+                    if let Some(i) = pool_index.remove(name.as_str()) {
+                        pools[i] = None;
+                    }
+                }
+            }
+        }
+        let mut pool_users = self.pool_users.to_vec();
+        pool_users.resize(pools.len(), 0);
+        let pool_of = |name: &str| pool_index.get(name).copied().unwrap_or(0);
+        let mut exact = self.exact.clone();
+        let mut hosts = Arc::clone(&self.hosts);
+        if delta.hosts {
+            for (i, h) in self.hosts.iter().enumerate() {
+                if exact.get(h.host.as_str()) == Some(&Destination::Reserved(i)) {
+                    exact.remove(h.host.as_str());
+                }
+                if let Some(n) = h.pool.and_then(|p| pool_users.get_mut(p)) {
+                    *n -= 1;
+                }
+            }
+            hosts = reserved_hosts(config, &mut exact, pool_of);
+            for pool in hosts.iter().filter_map(|h| h.pool) {
+                if let Some(n) = pool_users.get_mut(pool) {
+                    *n += 1;
+                }
+            }
+        }
+        let mut by_id = self.by_id.clone();
+        let mut tenants = self.tenants.clone();
+        for id in &delta.tenants {
+            let index = by_id.get(id.as_str()).copied();
+            let old = index.and_then(|i| tenants.get(i).cloned());
+            if let (Some(i), Some(o)) = (index, &old) {
+                for domain in &o.domains {
+                    if exact.get(domain.as_str()) == Some(&Destination::Tenant(i)) {
+                        exact.remove(domain.as_str());
+                    }
+                }
+                if let Some(n) = pool_users.get_mut(o.pool) {
+                    *n -= 1;
+                }
+            }
+            match (config.tenants.get(id), index) {
+                (Some(t), _) => {
+                    let tenant = Tenant::build(
+                        t,
+                        &self.settings,
+                        pool_of,
+                        old.as_deref().map(|o| (o, self)),
+                    );
+                    let i = match index {
+                        Some(i) => {
+                            tenants.set(i, Arc::new(tenant));
+                            i
+                        }
+                        None => {
+                            tenants.push(Arc::new(tenant));
+                            by_id.insert(Box::from(id.as_str()), tenants.len() - 1);
+                            tenants.len() - 1
+                        }
+                    };
+                    for domain in &t.domains {
+                        exact.insert(Box::from(domain.as_str()), Destination::Tenant(i));
+                    }
+                    if let Some(n) = pool_users.get_mut(pool_of(&t.pool)) {
+                        *n += 1;
+                    }
+                }
+                (None, Some(i)) => {
+                    by_id.remove(id.as_str());
+                    tenants.swap_remove(i);
+                    // The last tenant took the hole: its id and domains point at it again.
+                    if let Some(moved) = tenants.get(i) {
+                        let from = tenants.len();
+                        by_id.insert(Box::from(moved.id.as_str()), i);
+                        for domain in &moved.domains {
+                            if exact.get(domain.as_str()) == Some(&Destination::Tenant(from)) {
+                                exact.insert(Box::from(domain.as_str()), Destination::Tenant(i));
+                            }
+                        }
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        RoutingTable {
+            generation,
+            settings: Arc::clone(&self.settings),
+            exact,
+            by_id,
+            tenants,
+            hosts,
+            pools: pools.into(),
+            pool_index: Arc::new(pool_index),
+            pool_users: pool_users.into(),
         }
     }
 
@@ -334,7 +545,7 @@ impl RoutingTable {
     }
 
     pub fn certificates(&self) -> &CertificateStore {
-        &self.certificates
+        &self.settings.certificates
     }
 
     /// The port to redirect a plain-HTTP request of `tenant` (or of a reserved host, `None`) to, when
@@ -342,10 +553,10 @@ impl RoutingTable {
     pub fn https_redirect(&self, tenant: Option<usize>) -> Option<u16> {
         let wanted = match tenant {
             Some(i) => self.tenants.get(i).is_some_and(|t| t.https_redirect),
-            None => self.https_redirect,
+            None => self.settings.https_redirect && self.settings.redirect_port.is_some(),
         };
         if wanted {
-            self.redirect_port
+            self.settings.redirect_port
         } else {
             None
         }
@@ -356,10 +567,10 @@ impl RoutingTable {
     pub fn hsts(&self, tenant: Option<usize>) -> Option<&HeaderValue> {
         let wanted = match tenant {
             Some(i) => self.tenants.get(i).is_some_and(|t| t.hsts),
-            None => self.hosts_hsts,
+            None => self.settings.hsts_on,
         };
         if wanted {
-            self.hsts.as_ref()
+            self.settings.hsts.as_ref()
         } else {
             None
         }
@@ -431,11 +642,11 @@ impl RoutingTable {
     }
 
     pub fn identity(&self) -> &IdentityTable {
-        &self.identity
+        &self.settings.identity
     }
 
     fn subdomain_tenant(&self, host: &str) -> Option<usize> {
-        for base in self.base_domains.iter() {
+        for base in self.settings.base_domains.iter() {
             let Some(label) = label_below(host, base) else {
                 continue;
             };
@@ -453,28 +664,32 @@ impl RoutingTable {
     }
 
     pub fn tenant_header(&self) -> &HeaderName {
-        &self.tenant_header
+        &self.settings.tenant_header
     }
 
     /// The tenant header as the operator wrote it, for the wire.
     pub fn tenant_header_spelling(&self) -> &'static str {
-        self.tenant_header_spelling
+        self.settings.tenant_header_spelling
     }
 
     pub fn access_log(&self) -> bool {
-        self.access_log
+        self.settings.access_log
     }
 
     pub fn base_domains(&self) -> impl Iterator<Item = &str> {
-        self.base_domains.iter().map(|d| &**d)
+        self.settings.base_domains.iter().map(|d| &**d)
     }
 
     pub fn tenant(&self, index: usize) -> Option<&Tenant> {
-        self.tenants.get(index)
+        self.tenants.get(index).map(|t| &**t)
     }
 
-    pub fn tenants(&self) -> &[Tenant] {
-        &self.tenants
+    pub fn tenants(&self) -> impl ExactSizeIterator<Item = &Tenant> + Clone {
+        self.tenants.iter().map(|t| &**t)
+    }
+
+    pub fn tenant_count(&self) -> usize {
+        self.tenants.len()
     }
 
     /// Counted on demand, not kept: only the admin API and the metrics ask, never a request.
@@ -486,7 +701,7 @@ impl RoutingTable {
     }
 
     pub fn tenant_by_id(&self, id: &str) -> Option<&Tenant> {
-        self.tenants.get(*self.by_id.get(id)?)
+        self.tenant(*self.by_id.get(id)?)
     }
 
     pub fn tenant_index(&self, id: &str) -> Option<usize> {
@@ -495,7 +710,7 @@ impl RoutingTable {
 
     /// Which tenants get their own metric series.
     pub fn metrics_config(&self) -> &MetricsConfig {
-        &self.metrics
+        &self.settings.metrics
     }
 
     pub fn hosts(&self) -> &[ReservedHost] {
@@ -503,15 +718,15 @@ impl RoutingTable {
     }
 
     pub fn pool(&self, index: usize) -> Option<&Arc<Pool>> {
-        self.pools.get(index)
+        self.pools.get(index)?.as_ref()
     }
 
-    pub fn pools(&self) -> &[Arc<Pool>] {
-        &self.pools
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> + Clone {
+        self.pools.iter().flatten()
     }
 
     pub fn pool_by_name(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.get(*self.pool_index.get(name)?)
+        self.pool(*self.pool_index.get(name)?)
     }
 
     /// A pool routed to by this one tenant and nothing else is its dedicated pool.
@@ -521,14 +736,29 @@ impl RoutingTable {
 
     /// The keys of a `jwks_url`, kept across tables that name the same URL.
     fn remote_keys(&self, url: &str) -> Option<Arc<RemoteKeys>> {
-        let remote = self.identity.jwt.as_ref()?.remote()?;
+        let remote = self.settings.identity.jwt.as_ref()?.remote()?;
         (remote.url() == url).then(|| Arc::clone(remote))
     }
+}
 
-    fn canary_stats(&self, tenant: &str, pool: &str) -> Option<Arc<CanaryStats>> {
-        let canary = self.tenant_by_id(tenant)?.canary.as_ref()?;
-        (self.pool(canary.pool)?.name() == pool).then(|| Arc::clone(&canary.stats))
-    }
+/// The reserved hosts of `config`, each entered in `exact`.
+fn reserved_hosts(
+    config: &RoutingConfig,
+    exact: &mut ShardedMap<Box<str>, Destination>,
+    pool_of: impl Fn(&str) -> usize,
+) -> Arc<[ReservedHost]> {
+    config
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            exact.insert(Box::from(h.host.as_str()), Destination::Reserved(i));
+            ReservedHost {
+                host: h.host.clone(),
+                pool: h.route.pool().map(&pool_of),
+            }
+        })
+        .collect()
 }
 
 fn identity_table(config: &RoutingConfig, previous: Option<&RoutingTable>) -> IdentityTable {
@@ -679,5 +909,158 @@ pool = "admin"
                 "{host}"
             );
         }
+    }
+
+    /// Where a host went: tenant, pool, whether the pool is the tenant's dedicated one.
+    type Routed = Result<(Option<String>, String, bool), GatewayError>;
+
+    /// Every host a config routes, and some it does not, with where each goes.
+    fn routes(t: &RoutingTable, hosts: &[String]) -> Vec<(String, Routed)> {
+        hosts
+            .iter()
+            .map(|h| {
+                let routed = t.resolve(h, 99).map_err(|r| r.error).map(|route| {
+                    let tenant = route.tenant.and_then(|i| t.tenant(i));
+                    let pool = t
+                        .pool(route.pool)
+                        .map(|p| p.name().to_owned())
+                        .unwrap_or_default();
+                    let dedicated = tenant.is_some_and(|x| t.is_dedicated(x));
+                    (tenant.map(|x| x.id.to_string()), pool, dedicated)
+                });
+                (h.clone(), routed)
+            })
+            .collect()
+    }
+
+    /// A config of `tenants` tenants over `pools` pools, varied by `seed`: pools, domains, hosts and
+    /// suspensions move around from one seed to the next, tenant `t{i}` exists when `keep(i)`.
+    fn generated(seed: u64, tenants: usize, pools: usize) -> String {
+        let mut x = seed;
+        let mut next = move |n: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        let mut text = String::from("[gateway]\nbase_domains = [\"yourapp.test\"]\n");
+        let live: Vec<usize> = (0..pools).filter(|_| next(5) != 0).collect();
+        let live = if live.is_empty() { vec![0] } else { live };
+        for p in &live {
+            text += &format!(
+                "[pools.p{p}]\nupstreams = [\"127.0.0.1:{}\"]\n",
+                9000 + p * 10 + next(2) as usize
+            );
+        }
+        let mut domains_taken = std::collections::HashSet::new();
+        for i in 0..tenants {
+            if next(6) == 0 {
+                continue;
+            }
+            let pool = live[next(live.len() as u64) as usize];
+            text += &format!("[tenants.t{i}]\npool = \"p{pool}\"\n");
+            if next(4) == 0 {
+                text += "status = \"suspended\"\n";
+            }
+            let d = next(tenants as u64 * 2);
+            if domains_taken.insert(d) {
+                text += &format!("domains = [\"d{d}.custom.test\"]\n");
+            }
+        }
+        for h in 0..3 {
+            if next(2) == 0 {
+                let pool = live[next(live.len() as u64) as usize];
+                text += &format!("[hosts.\"h{h}.yourapp.test\"]\npool = \"p{pool}\"\n");
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn a_delta_routes_exactly_like_a_full_build() {
+        let parse = |text: &str| {
+            load_str(Path::new("t.toml"), text)
+                .unwrap_or_else(|e| panic!("{e}\n{text}"))
+                .routing
+        };
+        let mut hosts: Vec<String> = (0..40).map(|i| format!("t{i}.yourapp.test")).collect();
+        hosts.extend((0..80).map(|d| format!("d{d}.custom.test")));
+        hosts.extend((0..3).map(|h| format!("h{h}.yourapp.test")));
+        let mut config = parse(&generated(1, 40, 6));
+        let mut table = RoutingTable::build(&config, 1, None);
+        for seed in 2..60 {
+            let next = parse(&generated(seed, 40, 6));
+            let delta = TableDelta::between(&config, &next);
+            let applied = table.apply(&next, &delta, seed);
+            let built = RoutingTable::build(&next, seed, None);
+            assert_eq!(
+                routes(&applied, &hosts),
+                routes(&built, &hosts),
+                "seed {seed}"
+            );
+            assert_eq!(applied.tenant_count(), built.tenant_count());
+            let mut a: Vec<&str> = applied.pools().map(|p| p.name()).collect();
+            let mut b: Vec<&str> = built.pools().map(|p| p.name()).collect();
+            a.sort_unstable();
+            b.sort_unstable();
+            assert_eq!(a, b, "seed {seed}");
+            for t in next.tenants.iter() {
+                let (x, y) = (
+                    applied.tenant_by_id(t.id.as_str()),
+                    built.tenant_by_id(t.id.as_str()),
+                );
+                assert_eq!(x.map(|x| x.status), y.map(|y| y.status));
+            }
+            config = next;
+            table = applied;
+        }
+    }
+
+    #[test]
+    fn a_delta_carries_what_it_does_not_touch_and_copies_little() {
+        let text = generated(3, 40, 4);
+        let config = load_str(Path::new("t.toml"), &text).expect("valid").routing;
+        let table = RoutingTable::build(&config, 1, None);
+        let id = config
+            .tenants
+            .iter()
+            .next()
+            .expect("a tenant")
+            .id
+            .to_string();
+        let edited = text.replacen(
+            &format!("[tenants.{id}]\n"),
+            &format!("[tenants.{id}]\nname = \"Renamed\"\n"),
+            1,
+        );
+        let next = load_str(Path::new("t.toml"), &edited)
+            .expect("valid")
+            .routing;
+        let delta = TableDelta::between(&config, &next);
+        assert_eq!(delta.tenants, vec![id.clone()]);
+        assert!(delta.pools.is_empty() && !delta.hosts);
+        let applied = table.apply(&next, &delta, 2);
+        assert_eq!(
+            applied.tenant_by_id(&id).map(|t| t.name.as_str()),
+            Some("Renamed")
+        );
+        let before = table.tenant_by_id(&id).expect("before");
+        let after = applied.tenant_by_id(&id).expect("after");
+        assert!(
+            Arc::ptr_eq(&before.stats, &after.stats),
+            "the tenant keeps its series"
+        );
+        assert!(Arc::ptr_eq(&before.in_flight, &after.in_flight));
+        for other in config.tenants.iter().filter(|t| t.id.as_str() != id) {
+            let (x, y) = (
+                table.tenant_by_id(other.id.as_str()),
+                applied.tenant_by_id(other.id.as_str()),
+            );
+            assert!(
+                std::ptr::eq(x.expect("x"), y.expect("y")),
+                "untouched tenants are shared"
+            );
+        }
+        assert!(Arc::ptr_eq(&table.settings, &applied.settings));
     }
 }

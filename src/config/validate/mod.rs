@@ -119,7 +119,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
             tenant_header_spelling: intern(tenant_header_spelling),
             access_log: file.gateway.access_log.unwrap_or(true),
             pools,
-            tenants,
+            tenants: tenants.into_iter().collect(),
             hosts,
             tls,
             identity,

@@ -1,0 +1,443 @@
+//! Collections whose copies share everything a change does not touch. The routing table and the
+//! validated config are snapshots: a change of one tenant makes a new snapshot beside the old one,
+//! which requests keep using until they end. With these, that new snapshot copies one shard of each
+//! map and one chunk of the tenant list, and the spines that point at them (about √n and 1,024
+//! entries), instead of every tenant: a change costs microseconds at a million tenants, and two
+//! snapshots cost little more memory than one.
+//!
+//! Reads cost what a plain hash map's do, plus one hash that picks the shard.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::Arc;
+
+use foldhash::fast::RandomState;
+
+/// A hash map in shards behind `Arc`s. Cloning it clones the spine's `Arc`; changing an entry
+/// copies the spine and that entry's shard if another copy still shares them.
+pub struct ShardedMap<K, V> {
+    shards: Arc<Vec<Arc<HashMap<K, V, RandomState>>>>,
+    /// Picks the shard. Independent of the shards' own hasher, whose bits choose buckets.
+    pick: RandomState,
+    inner: RandomState,
+    len: usize,
+}
+
+impl<K, V> Clone for ShardedMap<K, V> {
+    fn clone(&self) -> Self {
+        ShardedMap {
+            shards: Arc::clone(&self.shards),
+            pick: self.pick.clone(),
+            inner: self.inner.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for ShardedMap<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardedMap")
+            .field("len", &self.len)
+            .field("shards", &self.shards.len())
+            .finish()
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
+    fn default() -> Self {
+        ShardedMap::with_capacity(0)
+    }
+}
+
+/// About √n shards, so that the spine and one shard, what a change copies, are both small.
+fn shard_count(entries: usize) -> usize {
+    let root = (entries as f64).sqrt().ceil() as usize;
+    root.next_power_of_two().clamp(8, 4096)
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
+    /// An empty map sized for `entries`.
+    pub fn with_capacity(entries: usize) -> Self {
+        let shards = shard_count(entries);
+        let inner = RandomState::default();
+        let per_shard = entries / shards + 1;
+        ShardedMap {
+            shards: Arc::new(
+                (0..shards)
+                    .map(|_| Arc::new(HashMap::with_capacity_and_hasher(per_shard, inner.clone())))
+                    .collect(),
+            ),
+            pick: RandomState::default(),
+            inner,
+            len: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
+        // The count is a power of two; the hash's high bits are its best.
+        let bits = self.shards.len().trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        (self.pick.hash_one(key) >> (64 - bits)) as usize
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shards.get(self.shard_of(key))?.get(key)
+    }
+
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.get(key).is_some()
+    }
+
+    fn shard_mut(&mut self, index: usize) -> Option<&mut HashMap<K, V, RandomState>> {
+        Arc::make_mut(&mut self.shards)
+            .get_mut(index)
+            .map(Arc::make_mut)
+    }
+
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
+        if self.len > 4 * self.shards.len() * self.shards.len() {
+            self.reshard();
+        }
+        let index = self.shard_of(&key);
+        let old = self.shard_mut(index)?.insert(key, value);
+        if old.is_none() {
+            self.len += 1;
+        }
+        old
+    }
+
+    pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let index = self.shard_of(key);
+        // Looked up first, so that removing what is not there copies nothing.
+        self.shards.get(index)?.get(key)?;
+        let old = self.shard_mut(index)?.remove(key);
+        if old.is_some() {
+            self.len -= 1;
+        }
+        old
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
+        self.shards.iter().flat_map(|s| s.iter())
+    }
+
+    /// A map grown well past its shard count (by many single inserts) is laid out again, so that a
+    /// change never copies a large shard. Rare: each time takes a fourfold growth.
+    fn reshard(&mut self) {
+        let mut bigger = ShardedMap::with_capacity(self.len * 4);
+        for (k, v) in self.iter() {
+            bigger.insert(k.clone(), v.clone());
+        }
+        *self = bigger;
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for ShardedMap<K, V> {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(items: I) -> Self {
+        let items = items.into_iter();
+        let mut map = ShardedMap::with_capacity(items.size_hint().0);
+        for (k, v) in items {
+            map.insert(k, v);
+        }
+        map
+    }
+}
+
+/// Entries per chunk of a `ChunkedVec`: a change copies one chunk of `Arc`s (8 KiB).
+const CHUNK: usize = 1024;
+
+/// A list in chunks behind `Arc`s: indexing costs two loads, and a change copies the spine and one
+/// chunk if another copy still shares them. Removal moves the last entry into the hole.
+pub struct ChunkedVec<T> {
+    chunks: Arc<Vec<Arc<Vec<T>>>>,
+    len: usize,
+}
+
+impl<T> Clone for ChunkedVec<T> {
+    fn clone(&self) -> Self {
+        ChunkedVec {
+            chunks: Arc::clone(&self.chunks),
+            len: self.len,
+        }
+    }
+}
+
+impl<T> Default for ChunkedVec<T> {
+    fn default() -> Self {
+        ChunkedVec {
+            chunks: Arc::new(Vec::new()),
+            len: 0,
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for ChunkedVec<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkedVec")
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl<T: Clone> ChunkedVec<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+
+    pub fn last(&self) -> Option<&T> {
+        self.get(self.len.checked_sub(1)?)
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &T> + DoubleEndedIterator + Clone {
+        Iter {
+            chunks: &self.chunks,
+            front: 0,
+            back: self.len,
+        }
+    }
+
+    /// Replaces entry `index`, returning the old one (`None`, and nothing changed, when out of range).
+    pub fn set(&mut self, index: usize, value: T) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        let chunk = Arc::make_mut(&mut self.chunks).get_mut(index / CHUNK)?;
+        let slot = Arc::make_mut(chunk).get_mut(index % CHUNK)?;
+        Some(std::mem::replace(slot, value))
+    }
+
+    pub fn push(&mut self, value: T) {
+        let chunks = Arc::make_mut(&mut self.chunks);
+        match chunks.last_mut() {
+            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(value),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(value);
+                chunks.push(Arc::new(chunk));
+            }
+        }
+        self.len += 1;
+    }
+
+    pub fn pop(&mut self) -> Option<T> {
+        let chunks = Arc::make_mut(&mut self.chunks);
+        let last = chunks.last_mut()?;
+        let value = Arc::make_mut(last).pop()?;
+        if last.is_empty() {
+            chunks.pop();
+        }
+        self.len -= 1;
+        Some(value)
+    }
+
+    /// Removes entry `index`, moving the last entry into its place; returns the removed entry.
+    pub fn swap_remove(&mut self, index: usize) -> Option<T> {
+        if index >= self.len {
+            return None;
+        }
+        let last = self.pop()?;
+        if index == self.len {
+            return Some(last);
+        }
+        self.set(index, last)
+    }
+}
+
+impl<T: Clone> std::ops::Index<usize> for ChunkedVec<T> {
+    type Output = T;
+
+    fn index(&self, index: usize) -> &T {
+        match self.get(index) {
+            Some(v) => v,
+            None => panic!("index {index} out of range for a list of {}", self.len),
+        }
+    }
+}
+
+impl<T: Clone> FromIterator<T> for ChunkedVec<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
+        let mut chunks = Vec::new();
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut len = 0;
+        for item in items {
+            chunk.push(item);
+            len += 1;
+            if chunk.len() == CHUNK {
+                chunks.push(Arc::new(std::mem::replace(
+                    &mut chunk,
+                    Vec::with_capacity(CHUNK),
+                )));
+            }
+        }
+        if !chunk.is_empty() {
+            chunk.shrink_to_fit();
+            chunks.push(Arc::new(chunk));
+        }
+        ChunkedVec {
+            chunks: Arc::new(chunks),
+            len,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Iter<'a, T> {
+    chunks: &'a [Arc<Vec<T>>],
+    front: usize,
+    back: usize,
+}
+
+impl<'a, T> Iter<'a, T> {
+    fn at(&self, index: usize) -> Option<&'a T> {
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+}
+
+impl<'a, T> Iterator for Iter<'a, T> {
+    type Item = &'a T;
+
+    fn next(&mut self) -> Option<&'a T> {
+        if self.front >= self.back {
+            return None;
+        }
+        let item = self.at(self.front);
+        self.front += 1;
+        item
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = self.back - self.front;
+        (n, Some(n))
+    }
+}
+
+impl<T> ExactSizeIterator for Iter<'_, T> {}
+
+impl<'a, T> DoubleEndedIterator for Iter<'a, T> {
+    fn next_back(&mut self) -> Option<&'a T> {
+        if self.front >= self.back {
+            return None;
+        }
+        self.back -= 1;
+        self.at(self.back)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_behaves_like_a_hash_map_and_copies_share_until_changed() {
+        let mut map: ShardedMap<String, usize> = (0..5000).map(|i| (i.to_string(), i)).collect();
+        let mut plain: HashMap<String, usize> = (0..5000).map(|i| (i.to_string(), i)).collect();
+        let before = map.clone();
+        let mut seed = 7u64;
+        for round in 0..20_000usize {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let key = ((seed >> 33) % 8000).to_string();
+            if (seed >> 20) % 3 == 0 {
+                assert_eq!(map.remove(key.as_str()), plain.remove(&key));
+            } else {
+                assert_eq!(map.insert(key.clone(), round), plain.insert(key, round));
+            }
+        }
+        assert_eq!(map.len(), plain.len());
+        for (k, v) in &plain {
+            assert_eq!(map.get(k.as_str()), Some(v));
+        }
+        assert_eq!(map.iter().count(), plain.len());
+        // The copy taken before is untouched.
+        assert_eq!(before.len(), 5000);
+        assert!((0..5000).all(|i| before.get(i.to_string().as_str()) == Some(&i)));
+    }
+
+    #[test]
+    fn a_change_copies_one_shard_not_the_map() {
+        let map: ShardedMap<u32, u32> = (0..100_000).map(|i| (i, i)).collect();
+        let mut next = map.clone();
+        next.insert(7, 70);
+        let shared = map
+            .shards
+            .iter()
+            .zip(next.shards.iter())
+            .filter(|(a, b)| Arc::ptr_eq(a, b))
+            .count();
+        assert_eq!(shared, map.shards.len() - 1);
+        assert_eq!(map.get(&7), Some(&7));
+        assert_eq!(next.get(&7), Some(&70));
+    }
+
+    #[test]
+    fn a_map_grown_from_empty_is_resharded() {
+        let mut map: ShardedMap<u32, u32> = ShardedMap::default();
+        for i in 0..50_000 {
+            map.insert(i, i);
+        }
+        assert!(map.shards.len() >= 64, "{} shards", map.shards.len());
+        assert!((0..50_000).all(|i| map.get(&i) == Some(&i)));
+    }
+
+    #[test]
+    fn a_list_pushes_pops_sets_and_swap_removes_like_a_vec() {
+        let mut list: ChunkedVec<usize> = (0..3000).collect();
+        let mut plain: Vec<usize> = (0..3000).collect();
+        let before = list.clone();
+        assert_eq!(list.swap_remove(5), Some(plain.swap_remove(5)));
+        assert_eq!(list.swap_remove(list.len() - 1), plain.pop());
+        list.set(100, 42);
+        plain[100] = 42;
+        for i in 0..2000 {
+            list.push(i);
+            plain.push(i);
+        }
+        for _ in 0..1500 {
+            assert_eq!(list.pop(), plain.pop());
+        }
+        assert_eq!(list.len(), plain.len());
+        assert!(list.iter().eq(plain.iter()));
+        assert!(list.iter().rev().eq(plain.iter().rev()));
+        assert_eq!(list.set(list.len(), 1), None);
+        assert_eq!(list.swap_remove(list.len()), None);
+        assert!(before.iter().copied().eq(0..3000));
+        let mut emptied: ChunkedVec<u8> = (0..3).collect();
+        while emptied.pop().is_some() {}
+        assert!(emptied.is_empty());
+        assert_eq!(emptied.last(), None);
+        emptied.push(1);
+        assert_eq!(emptied.last(), Some(&1));
+    }
+}
