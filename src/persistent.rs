@@ -8,28 +8,28 @@
 //! Reads cost what a plain hash map's do, plus one hash that picks the shard.
 
 use std::borrow::Borrow;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use foldhash::fast::RandomState;
+use hashbrown::hash_table::{Entry, HashTable};
 
 /// A hash map in shards behind `Arc`s. Cloning it clones the spine's `Arc`; changing an entry
-/// copies the spine and that entry's shard if another copy still shares them.
+/// copies the spine and that entry's shard if another copy still shares them. A key is hashed once:
+/// bits the shards' tables do not use (above the 40th) pick the shard.
 pub struct ShardedMap<K, V> {
-    shards: Arc<Vec<Arc<HashMap<K, V, RandomState>>>>,
-    /// Picks the shard. Independent of the shards' own hasher, whose bits choose buckets.
-    pick: RandomState,
-    inner: RandomState,
+    shards: Arc<Vec<Shard<K, V>>>,
+    hasher: RandomState,
     len: usize,
 }
+
+type Shard<K, V> = Arc<HashTable<(K, V)>>;
 
 impl<K, V> Clone for ShardedMap<K, V> {
     fn clone(&self) -> Self {
         ShardedMap {
             shards: Arc::clone(&self.shards),
-            pick: self.pick.clone(),
-            inner: self.inner.clone(),
+            hasher: self.hasher.clone(),
             len: self.len,
         }
     }
@@ -50,7 +50,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for ShardedMap<K, V> {
     }
 }
 
-/// About √n shards, so that the spine and one shard, what a change copies, are both small.
+/// About √n shards, so that the spine and one shard, what a change copies, are both small. At most
+/// 4,096: the shard index takes 12 of the hash's bits 40 to 63.
 fn shard_count(entries: usize) -> usize {
     let root = (entries as f64).sqrt().ceil() as usize;
     root.next_power_of_two().clamp(8, 4096)
@@ -60,16 +61,14 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
     /// An empty map sized for `entries`.
     pub fn with_capacity(entries: usize) -> Self {
         let shards = shard_count(entries);
-        let inner = RandomState::default();
         let per_shard = entries / shards + 1;
         ShardedMap {
             shards: Arc::new(
                 (0..shards)
-                    .map(|_| Arc::new(HashMap::with_capacity_and_hasher(per_shard, inner.clone())))
+                    .map(|_| Arc::new(HashTable::with_capacity(per_shard)))
                     .collect(),
             ),
-            pick: RandomState::default(),
-            inner,
+            hasher: RandomState::default(),
             len: 0,
         }
     }
@@ -82,13 +81,9 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.len == 0
     }
 
-    fn shard_of<Q: Hash + ?Sized>(&self, key: &Q) -> usize {
-        // The count is a power of two; the hash's high bits are its best.
-        let bits = self.shards.len().trailing_zeros();
-        if bits == 0 {
-            return 0;
-        }
-        (self.pick.hash_one(key) >> (64 - bits)) as usize
+    fn shard_of(&self, hash: u64) -> usize {
+        // A power of two; the tables use the low bits for buckets and the top seven for tags.
+        ((hash >> 40) as usize) & (self.shards.len() - 1)
     }
 
     pub fn get<Q>(&self, key: &Q) -> Option<&V>
@@ -96,7 +91,11 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shards.get(self.shard_of(key))?.get(key)
+        let hash = self.hasher.hash_one(key);
+        self.shards
+            .get(self.shard_of(hash))?
+            .find(hash, |(k, _)| k.borrow() == key)
+            .map(|(_, v)| v)
     }
 
     pub fn contains_key<Q>(&self, key: &Q) -> bool
@@ -107,7 +106,7 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         self.get(key).is_some()
     }
 
-    fn shard_mut(&mut self, index: usize) -> Option<&mut HashMap<K, V, RandomState>> {
+    fn shard_mut(&mut self, index: usize) -> Option<&mut HashTable<(K, V)>> {
         Arc::make_mut(&mut self.shards)
             .get_mut(index)
             .map(Arc::make_mut)
@@ -117,12 +116,18 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         if self.len > 4 * self.shards.len() * self.shards.len() {
             self.reshard();
         }
-        let index = self.shard_of(&key);
-        let old = self.shard_mut(index)?.insert(key, value);
-        if old.is_none() {
-            self.len += 1;
+        let hash = self.hasher.hash_one(&key);
+        let hasher = self.hasher.clone();
+        let index = self.shard_of(hash);
+        let shard = self.shard_mut(index)?;
+        match shard.entry(hash, |(k, _)| *k == key, |(k, _)| hasher.hash_one(k)) {
+            Entry::Occupied(mut e) => Some(std::mem::replace(&mut e.get_mut().1, value)),
+            Entry::Vacant(e) => {
+                e.insert((key, value));
+                self.len += 1;
+                None
+            }
         }
-        old
     }
 
     pub fn remove<Q>(&mut self, key: &Q) -> Option<V>
@@ -130,18 +135,25 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let index = self.shard_of(key);
+        let hash = self.hasher.hash_one(key);
+        let index = self.shard_of(hash);
         // Looked up first, so that removing what is not there copies nothing.
-        self.shards.get(index)?.get(key)?;
-        let old = self.shard_mut(index)?.remove(key);
-        if old.is_some() {
-            self.len -= 1;
-        }
-        old
+        self.shards
+            .get(index)?
+            .find(hash, |(k, _)| k.borrow() == key)?;
+        let ((_, old), _) = self
+            .shard_mut(index)?
+            .find_entry(hash, |(k, _)| k.borrow() == key)
+            .ok()?
+            .remove();
+        self.len -= 1;
+        Some(old)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
-        self.shards.iter().flat_map(|s| s.iter())
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, v)| (k, v)))
     }
 
     /// A map grown well past its shard count (by many single inserts) is laid out again, so that a
@@ -357,6 +369,8 @@ impl<'a, T> DoubleEndedIterator for Iter<'a, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::HashMap;
 
     #[test]
     fn a_map_behaves_like_a_hash_map_and_copies_share_until_changed() {

@@ -425,6 +425,18 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         fleet(&new.gateway.fleet),
         true,
     );
+    let store = |s: &Option<super::model::StoreConfig>| {
+        s.as_ref().map_or_else(
+            || "none (the routing table is this file)".to_owned(),
+            |s| format!("{} as {}", s.label(), s.instance),
+        )
+    };
+    setting(
+        "store",
+        store(&old.gateway.store),
+        store(&new.gateway.store),
+        true,
+    );
     let (o, n) = (&old.routing, &new.routing);
     let series = |m: &super::model::MetricsConfig| {
         let listed: Vec<&str> = m.tenant_series.iter().map(|t| t.as_str()).collect();

@@ -37,6 +37,21 @@ impl KeyPath {
         &self.0
     }
 
+    /// This path below `base`, when it is below it (`tenants.acme.pool` below `tenants.acme` is
+    /// `pool`).
+    pub fn strip_prefix(&self, base: &KeyPath) -> Option<KeyPath> {
+        self.0
+            .strip_prefix(base.0.as_slice())
+            .map(|rest| KeyPath(rest.to_vec()))
+    }
+
+    /// `rest` below this path.
+    pub fn join(&self, rest: &KeyPath) -> KeyPath {
+        let mut joined = self.clone();
+        joined.0.extend(rest.0.iter().cloned());
+        joined
+    }
+
     /// Parses the dotted paths `serde_ignored` reports (`health_check.pth`, `domains.1`) below `self`.
     pub(crate) fn join_ignored(&self, ignored: &serde_ignored::Path<'_>) -> Self {
         fn walk(path: &serde_ignored::Path<'_>, out: &mut Vec<KeySegment>) {
@@ -129,6 +144,10 @@ pub struct ConfigError {
     pub span: Option<Range<usize>>,
     /// Filled in by the loader once the whole file has been checked.
     pub location: Option<Location>,
+    /// The text the error is in when it is not the config file itself: a key of the fleet's store
+    /// (`etcd:/tenantgate/prod/tenants/acme`). `location` is then a line and column of that key's
+    /// value.
+    pub origin: Option<std::sync::Arc<str>>,
 }
 
 impl ConfigError {
@@ -139,6 +158,7 @@ impl ConfigError {
             pointer: Pointer::Key,
             span: None,
             location: None,
+            origin: None,
         }
     }
 
@@ -174,12 +194,15 @@ impl ConfigErrors {
     pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
         self.errors.iter().map(|e| {
             let (line, column) = e.location.map_or((0, 0), |l| (l.line, l.column));
-            format!(
-                "{}:{line}:{column}: {}: {}",
-                self.file.display(),
-                e.key,
-                e.message
-            )
+            match &e.origin {
+                Some(origin) => format!("{origin}:{line}:{column}: {}: {}", e.key, e.message),
+                None => format!(
+                    "{}:{line}:{column}: {}: {}",
+                    self.file.display(),
+                    e.key,
+                    e.message
+                ),
+            }
         })
     }
 }

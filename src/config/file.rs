@@ -31,6 +31,9 @@ pub struct FileConfig {
     pub plans: Vec<Entry<PlanFile>>,
     /// `[metrics]`: which tenants get their own series.
     pub metrics: MetricsFile,
+    /// `[store]`: the fleet's routing table in etcd. With it, this file holds only this instance's
+    /// own settings (`config::shared` says which).
+    pub store: Option<StoreFile>,
 }
 
 /// One `[section.<name>]` table.
@@ -40,6 +43,41 @@ pub struct Entry<T> {
     /// `None` when the entry could not be decoded. Its error is already reported; its name still
     /// counts as defined, so references to it are not reported a second time.
     pub value: Option<T>,
+}
+
+/// `[store]`: where a fleet of gateways keeps the routing table they share.
+#[derive(Debug, Default, Deserialize)]
+pub struct StoreFile {
+    /// etcd endpoints: `http://HOST:PORT` (or `https://` with `tls`).
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    /// Every key of the fleet's table is below it: one fleet per prefix.
+    pub prefix: Option<String>,
+    /// The environment variables holding etcd's user name and password, when etcd asks for them.
+    pub username_env: Option<String>,
+    pub password_env: Option<String>,
+    /// TLS to etcd: `ca` to verify it by, `cert` and `key` for a client certificate.
+    pub tls: Option<StoreTlsFile>,
+    /// This instance's name in the fleet (audit records, promotion locks, canary counts). Default:
+    /// the host name and the admin port.
+    pub instance: Option<String>,
+    /// How long a promotion lock or a published count outlives an instance that stopped. Default 10.
+    pub lease_seconds: Option<u64>,
+    /// The most operations etcd takes in one transaction (its `--max-txn-ops`, 128 by default): an
+    /// `apply` of more entries is written in several transactions.
+    pub max_txn_ops: Option<usize>,
+    /// How long one call to etcd may take. Default 2000.
+    pub timeout_ms: Option<u64>,
+    /// How long start-up waits for etcd before giving up. Default 10000.
+    pub start_timeout_ms: Option<u64>,
+}
+
+/// `tls = { ... }` in `[store]`.
+#[derive(Debug, Default, Deserialize)]
+pub struct StoreTlsFile {
+    pub ca: Option<String>,
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// `[gateway]`: the data-plane listener and what every request gets.

@@ -13,8 +13,9 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, KeyPath, KeySegment, LoadError, Location, Pointer};
-use super::file::{Entry, FileConfig};
+use super::file::{Entry, FileConfig, GatewayFile, LimitsFile};
 use super::model::GatewayConfig;
+use super::shared::{Entity, Setting, SHARED_GATEWAY_KEYS, SHARED_SECTIONS};
 use super::validate::validate;
 
 /// The top-level sections, in the order the README documents them.
@@ -30,6 +31,7 @@ pub const SECTIONS: &[&str] = &[
     "limits",
     "plans",
     "metrics",
+    "store",
 ];
 
 /// Reads, decodes and validates the file at `path`.
@@ -69,6 +71,271 @@ pub fn load_str(path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> 
             errors,
         }
     })
+}
+
+/// Decodes and validates this instance's file (`path`, read as `text`) together with the fleet's
+/// shared entries from its store, with exactly the rules of a file that holds both. An error in
+/// an entry is placed in that entry's text and named after it: `origin` (`etcd:/tenantgate/prod/`)
+/// and the entry's key.
+pub fn load_with_store(
+    path: &Path,
+    text: &str,
+    origin: &str,
+    entries: &[(&Entity, &str)],
+) -> Result<GatewayConfig, ConfigErrors> {
+    let (mut file, mut errors) = decode_file(text);
+    let mut shared_errors = Vec::new();
+    let shared = decode_store(entries, origin, &mut shared_errors);
+    merge_shared(&mut file, shared);
+    let checked = validate(&file, path);
+    let more = match checked {
+        Ok(config) if errors.is_empty() && shared_errors.is_empty() => return Ok(config),
+        Ok(_) => Vec::new(),
+        Err(more) => more,
+    };
+    let texts: std::collections::HashMap<&Entity, &str> = entries.iter().copied().collect();
+    errors.extend(shared_errors);
+    Err(place_errors(
+        path,
+        text,
+        origin,
+        |e: &Entity| texts.get(e).copied(),
+        errors,
+        more,
+    ))
+}
+
+/// Every error of a config made of an instance's file (`text`) and store entries (`text_of`):
+/// `found` are the decoding errors (those in entries already name theirs), `checked` the
+/// validation's, each given to the entry its key is in (else the file), and all placed at a
+/// line and column of their own text. The file's errors come first.
+pub(crate) fn place_errors<'t>(
+    path: &Path,
+    text: &str,
+    origin: &str,
+    text_of: impl Fn(&Entity) -> Option<&'t str>,
+    found: Vec<ConfigError>,
+    checked: Vec<ConfigError>,
+) -> ConfigErrors {
+    let (mut errors, mut shared): (Vec<ConfigError>, Vec<ConfigError>) =
+        found.into_iter().partition(|e| e.origin.is_none());
+    for mut error in checked {
+        match Entity::owning(&error.key).filter(|e| text_of(e).is_some()) {
+            Some(entity) => {
+                error.origin = Some(format!("{origin}{}", entity.key()).into());
+                shared.push(error);
+            }
+            None => errors.push(error),
+        }
+    }
+    locate(text, &mut errors);
+    let mut by_origin: std::collections::BTreeMap<std::sync::Arc<str>, Vec<ConfigError>> =
+        std::collections::BTreeMap::new();
+    for error in shared {
+        let key = error.origin.clone().unwrap_or_else(|| origin.into());
+        by_origin.entry(key).or_default().push(error);
+    }
+    for (key, mut group) in by_origin {
+        if let Some(entity) = key.strip_prefix(origin).and_then(Entity::parse) {
+            if let Some(text) = text_of(&entity) {
+                locate_below(text, &entity.path(), &mut group);
+            }
+        }
+        errors.extend(group);
+    }
+    ConfigErrors {
+        file: path.to_path_buf(),
+        errors: stable_order(errors),
+    }
+}
+
+/// The instance file's errors first, in file order; then each entry's, by key.
+fn stable_order(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
+    errors.sort_by(|a, b| {
+        (
+            a.origin.is_some(),
+            &a.origin,
+            a.location.map(|l| (l.line, l.column)),
+        )
+            .cmp(&(
+                b.origin.is_some(),
+                &b.origin,
+                b.location.map(|l| (l.line, l.column)),
+            ))
+    });
+    errors
+}
+
+/// The shared parts of a config decoded from the store's entries, every error found and tagged
+/// with the entry it is in (its span is in that entry's text).
+pub fn decode_store(
+    entries: &[(&Entity, &str)],
+    origin: &str,
+    errors: &mut Vec<ConfigError>,
+) -> FileConfig {
+    let mut file = FileConfig::default();
+    for (entity, text) in entries {
+        let before = errors.len();
+        decode_entry(entity, text, &mut file, errors);
+        if errors.len() > before {
+            let tag: std::sync::Arc<str> = format!("{origin}{}", entity.key()).into();
+            for e in &mut errors[before..] {
+                e.origin = Some(std::sync::Arc::clone(&tag));
+            }
+        }
+    }
+    file
+}
+
+/// Decodes one entry of the store into the section it stands for.
+fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut Vec<ConfigError>) {
+    let at = entity.path();
+    let root = match DeTable::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            errors.push(ConfigError {
+                span: e.span(),
+                ..ConfigError::at_value(at, format!("invalid TOML: {}", e.message()))
+            });
+            // Still defined: what refers to it is not reported a second time.
+            let name = || entity.name().unwrap_or_default().to_owned();
+            match entity {
+                Entity::Tenant(_) => file.tenants.push(Entry {
+                    name: name(),
+                    value: None,
+                }),
+                Entity::Pool(_) => file.pools.push(Entry {
+                    name: name(),
+                    value: None,
+                }),
+                Entity::Host(_) => file.hosts.push(Entry {
+                    name: name(),
+                    value: None,
+                }),
+                Entity::Plan(_) => file.plans.push(Entry {
+                    name: name(),
+                    value: None,
+                }),
+                Entity::Setting(_) => {}
+            }
+            return;
+        }
+    };
+    let span = root.span();
+    let table = root.into_inner();
+    match entity {
+        Entity::Setting(Setting::RouteRules) => {
+            for (key, value) in table {
+                let name = key.get_ref().as_ref();
+                if name == "route_rules" {
+                    file.route_rules = decode_list(value, &at.key(name), errors);
+                } else {
+                    errors.push(ConfigError {
+                        span: Some(key.span()),
+                        ..ConfigError::at_key(
+                            at.key(name),
+                            "the route_rules entry holds [[route_rules]] tables only",
+                        )
+                    });
+                }
+            }
+            return;
+        }
+        Entity::Setting(Setting::Gateway) => {
+            for (key, _) in table.iter() {
+                let name = key.get_ref().as_ref();
+                if !SHARED_GATEWAY_KEYS.contains(&name) {
+                    errors.push(ConfigError {
+                        span: Some(key.span()),
+                        ..ConfigError::at_key(
+                            at.key(name),
+                            format!("gateway.{name} is each instance's own setting: it belongs in the instance's file, not the store (the store's gateway entry holds {})", SHARED_GATEWAY_KEYS.join(", ")),
+                        )
+                    });
+                }
+            }
+        }
+        _ => {}
+    }
+    let value = Spanned::new(span, DeValue::Table(table));
+    match entity {
+        Entity::Tenant(id) => file.tenants.push(Entry {
+            name: id.clone(),
+            value: decode(value, &at, errors),
+        }),
+        Entity::Pool(name) => file.pools.push(Entry {
+            name: name.clone(),
+            value: decode(value, &at, errors),
+        }),
+        Entity::Host(host) => file.hosts.push(Entry {
+            name: host.clone(),
+            value: decode(value, &at, errors),
+        }),
+        Entity::Plan(name) => file.plans.push(Entry {
+            name: name.clone(),
+            value: decode(value, &at, errors),
+        }),
+        Entity::Setting(Setting::Gateway) => {
+            file.gateway = decode_section(value, &at, errors);
+        }
+        Entity::Setting(Setting::Jwt) => file.jwt = decode(value, &at, errors),
+        Entity::Setting(Setting::Limits) => {
+            let limits: LimitsFile = decode_section(value, &at, errors);
+            if limits.redis.is_some() {
+                errors.push(ConfigError::at_key(
+                    at.key("redis"),
+                    "limits.redis is how this instance reaches Redis: it belongs in the instance's file, not the store",
+                ));
+            }
+            file.limits = limits;
+        }
+        Entity::Setting(Setting::Metrics) => file.metrics = decode_section(value, &at, errors),
+        Entity::Setting(Setting::RouteRules) => {}
+    }
+}
+
+/// Puts the store's shared parts into an instance's decoded file (which holds none of them:
+/// `shared_in_instance` refuses those).
+pub fn merge_shared(instance: &mut FileConfig, shared: FileConfig) {
+    let FileConfig {
+        gateway,
+        pools,
+        tenants,
+        hosts,
+        jwt,
+        route_rules,
+        limits,
+        plans,
+        metrics,
+        ..
+    } = shared;
+    let GatewayFile {
+        base_domains,
+        tenant_header,
+        tenant_source,
+        api_key_header,
+        switch_tenant_header,
+        https_redirect,
+        hsts,
+        ..
+    } = gateway;
+    let g = &mut instance.gateway;
+    g.base_domains = base_domains;
+    g.tenant_header = tenant_header;
+    g.tenant_source = tenant_source;
+    g.api_key_header = api_key_header;
+    g.switch_tenant_header = switch_tenant_header;
+    g.https_redirect = https_redirect;
+    g.hsts = hsts;
+    instance.pools = pools;
+    instance.tenants = tenants;
+    instance.hosts = hosts;
+    instance.jwt = jwt;
+    instance.route_rules = route_rules;
+    instance.plans = plans;
+    instance.metrics = metrics;
+    let redis = instance.limits.redis.take();
+    instance.limits = LimitsFile { redis, ..limits };
 }
 
 /// The sections a tenant file (what `tenants pull` writes, `tenants push` reads) may hold.
@@ -124,7 +391,11 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
     };
     let mut file = FileConfig::default();
     let mut errors = Vec::new();
-    for (key, value) in root.into_inner() {
+    let root = root.into_inner();
+    if root.contains_key("store") {
+        errors.extend(shared_in_instance(&root));
+    }
+    for (key, value) in root {
         let at = KeyPath::root().key(key.get_ref());
         match key.get_ref().as_ref() {
             "gateway" => file.gateway = decode_section(value, &at, &mut errors),
@@ -138,6 +409,7 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
             "limits" => file.limits = decode_section(value, &at, &mut errors),
             "plans" => file.plans = decode_entries(value, &at, &mut errors),
             "metrics" => file.metrics = decode_section(value, &at, &mut errors),
+            "store" => file.store = decode(value, &at, &mut errors),
             other => errors.push(ConfigError {
                 span: Some(key.span()),
                 ..ConfigError::at_key(
@@ -151,6 +423,48 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
         }
     }
     (file, errors)
+}
+
+/// With `[store]`, the fleet's sections and settings live in the store: each one this file also
+/// has is an error (rather than a rule for which one wins, which an operator would have to know).
+fn shared_in_instance(root: &DeTable<'_>) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let mut refuse = |span: Range<usize>, at: KeyPath, what: &str| {
+        errors.push(ConfigError {
+            span: Some(span),
+            ..ConfigError::at_key(
+                at,
+                format!("{what} is the fleet's: with [store] it lives in the store (tenantgate apply writes it there, tenantgate export reads it back); this file holds only this instance's own settings"),
+            )
+        })
+    };
+    for (key, value) in root.iter() {
+        let name = key.get_ref().as_ref();
+        let at = KeyPath::root().key(name);
+        match (name, value.get_ref()) {
+            ("gateway", DeValue::Table(gateway)) => {
+                for (k, _) in gateway.iter() {
+                    let k_name = k.get_ref().as_ref();
+                    if SHARED_GATEWAY_KEYS.contains(&k_name) {
+                        refuse(k.span(), at.key(k_name), &format!("gateway.{k_name}"));
+                    }
+                }
+            }
+            ("limits", DeValue::Table(limits)) => {
+                for (k, _) in limits.iter() {
+                    let k_name = k.get_ref().as_ref();
+                    if k_name != "redis" {
+                        refuse(k.span(), at.key(k_name), &format!("limits.{k_name}"));
+                    }
+                }
+            }
+            (section, _) if SHARED_SECTIONS.contains(&section) => {
+                refuse(key.span(), at, &format!("[{section}]"))
+            }
+            _ => {}
+        }
+    }
+    errors
 }
 
 /// Decodes one value, reporting a type error or every key the struct does not know.
@@ -271,14 +585,23 @@ fn decode_list<T: DeserializeOwned>(
 
 /// Gives every error a line and column, and the most precise key its span falls in.
 fn locate(text: &str, errors: &mut [ConfigError]) {
+    locate_below(text, &KeyPath::root(), errors)
+}
+
+/// `locate` for a text whose root is at `base` in a config file's key paths (an entry of the
+/// store: `tenants.acme`), for errors whose keys are below it.
+fn locate_below(text: &str, base: &KeyPath, errors: &mut [ConfigError]) {
     // The text parsed once already; if it does not now, the spans the parser gave are all we have.
     let root = DeTable::parse(text).ok();
     for error in errors.iter_mut() {
-        if let Some(root) = &root {
+        if let (Some(root), Some(mut key)) = (&root, error.key.strip_prefix(base)) {
             match (&error.span, error.pointer) {
-                (Some(span), Pointer::Value) => refine_key(root, span, &mut error.key),
+                (Some(span), Pointer::Value) => {
+                    refine_key(root, span, &mut key);
+                    error.key = base.join(&key);
+                }
                 (Some(_), Pointer::Key) => {}
-                (None, pointer) => error.span = span_of(root, &error.key, pointer),
+                (None, pointer) => error.span = span_of(root, &key, pointer),
             }
         }
         let offset = error.span.as_ref().map_or(0, |s| s.start);
@@ -320,10 +643,22 @@ fn span_of(root: &Spanned<DeTable<'_>>, key: &KeyPath, pointer: Pointer) -> Opti
 /// error on a tenant names the tenant; this finds the field inside it).
 fn refine_key(root: &Spanned<DeTable<'_>>, span: &Range<usize>, key: &mut KeyPath) {
     let contains = |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end;
-    let Some(mut node) = node_at(root, key) else {
+    let mut path = key.clone();
+    let found = match key.segments() {
+        // The root itself (an entry of the store is a document of its own).
+        [] => root
+            .get_ref()
+            .iter()
+            .find(|(k, v)| contains(k.span()) || contains(v.span()))
+            .map(|(k, v)| {
+                path = path.key(k.get_ref());
+                v.get_ref()
+            }),
+        _ => node_at(root, key),
+    };
+    let Some(mut node) = found else {
         return;
     };
-    let mut path = key.clone();
     loop {
         let next = match node {
             DeValue::Table(t) => t

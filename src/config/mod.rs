@@ -9,6 +9,7 @@ pub mod error;
 pub mod file;
 pub mod load;
 pub mod model;
+pub mod shared;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors, KeyPath, LoadError, Location};

@@ -35,6 +35,58 @@ pub struct GatewaySettings {
     pub work_stealing: bool,
     /// `[limits.redis]`: the store fleet-wide limits share (`None`: every limit is this instance's).
     pub fleet: Option<FleetConfig>,
+    /// `[store]`: the etcd the fleet's routing table is kept in (`None`: this file holds it).
+    pub store: Option<StoreConfig>,
+}
+
+/// Where the fleet's routing table is kept, and who this instance is in the fleet.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub endpoints: Vec<String>,
+    /// Starts with `/`, no trailing `/`.
+    pub prefix: String,
+    /// Read from the environment variables `[store]` names, at load.
+    pub user: Option<(String, String)>,
+    pub tls: Option<StoreTls>,
+    pub instance: String,
+    pub lease: Duration,
+    pub max_txn_ops: usize,
+    pub timeout: Duration,
+    pub start_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreTls {
+    /// PEM bytes, read at load.
+    pub ca: Option<Vec<u8>>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+pub const DEFAULT_LEASE_SECONDS: u64 = 10;
+pub const DEFAULT_MAX_TXN_OPS: usize = 128;
+pub const DEFAULT_STORE_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_STORE_START_TIMEOUT_MS: u64 = 10_000;
+
+impl StoreConfig {
+    /// How plans, status and logs name the store: endpoints and prefix, never the credentials.
+    pub fn label(&self) -> String {
+        format!("etcd {} {}", self.endpoints.join(","), self.prefix)
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .field("tls", &self.tls.is_some())
+            .field("instance", &self.instance)
+            .field("lease", &self.lease)
+            .field("max_txn_ops", &self.max_txn_ops)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where fleet-wide rate limits are counted, and what happens when it cannot be reached.

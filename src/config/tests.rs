@@ -193,7 +193,7 @@ fn unknown_sections_and_tenants_without_pools_are_refused() {
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics"#,
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics, store"#,
             r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
         ]
     );

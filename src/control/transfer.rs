@@ -17,6 +17,7 @@ use toml_edit::{DocumentMut, Item, Table, TableLike};
 
 use super::Refusal;
 use crate::config::model::GatewayConfig;
+use crate::config::shared::owned_table;
 use crate::tenant::TenantId;
 
 /// What `plan_import` does with an entry that exists in the destination with other contents. An
@@ -429,36 +430,6 @@ fn entries(doc: &DocumentMut, kind: Kind) -> Vec<(String, Table)> {
 
 fn entry(doc: &DocumentMut, kind: Kind, name: &str) -> Option<Table> {
     owned_table(doc.get(kind.section())?.get(name)?)
-}
-
-/// An entry written as `[x.name]` or `name = { ... }`, as a standard table with no place of its own
-/// in any document (it is placed where it is inserted).
-fn owned_table(item: &Item) -> Option<Table> {
-    let mut table = match item {
-        Item::Table(t) => t.clone(),
-        Item::Value(toml_edit::Value::InlineTable(t)) => t.clone().into_table(),
-        _ => return None,
-    };
-    unplace(&mut table);
-    table.decor_mut().clear();
-    Some(table)
-}
-
-/// Forgets the tables' positions in the document they came from, so that they print right after
-/// the table they are inserted under.
-fn unplace(table: &mut Table) {
-    table.set_position(None);
-    for (_, item) in table.iter_mut() {
-        match item {
-            Item::Table(t) => unplace(t),
-            Item::ArrayOfTables(list) => {
-                for t in list.iter_mut() {
-                    unplace(t);
-                }
-            }
-            _ => {}
-        }
-    }
 }
 
 /// The `[tenants]`, `[pools]` or `[plans]` section, made (implicit: only its entries' headers are

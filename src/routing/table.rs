@@ -15,6 +15,7 @@ use super::host::label_below;
 use crate::config::model::{
     MetricsConfig, PoolConfig, RouteRule, RoutingConfig, TenantConfig, TenantLimits, TenantSource,
 };
+use crate::config::validate::{Claimed, ExactOwner};
 use crate::gateway_error::GatewayError;
 use crate::identity::api_key::TenantKeys;
 use crate::identity::jwks::RemoteKeys;
@@ -759,6 +760,20 @@ fn reserved_hosts(
             }
         })
         .collect()
+}
+
+/// The table answers, for a change of some of its tenants and hosts, who holds a host name now.
+impl Claimed for RoutingTable {
+    fn exact_owner(&self, host: &str) -> Option<ExactOwner> {
+        Some(match *self.exact.get(host)? {
+            Destination::Tenant(i) => ExactOwner::Tenant(self.tenant(i)?.id.to_string()),
+            Destination::Reserved(i) => ExactOwner::Host(self.hosts.get(i)?.host.clone()),
+        })
+    }
+
+    fn has_tenant(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
 }
 
 fn identity_table(config: &RoutingConfig, previous: Option<&RoutingTable>) -> IdentityTable {

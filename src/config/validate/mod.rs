@@ -26,8 +26,13 @@ use crate::routing::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
 
+mod delta;
 mod identity;
 mod limits;
+mod store;
+
+pub use delta::{validate_delta, Delta, EntryChange, Mirror};
+pub use store::TXN_OVERHEAD;
 
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
@@ -67,6 +72,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     let limit_layers = v.limit_layers(&file.limits, &file.plans);
     let admin = v.admin(&file.admin, &gateway, path);
     let folder = path.parent().unwrap_or_else(|| Path::new(""));
+    gateway.store = v.store(file.store.as_ref(), admin.listen, folder);
     let base_domains = v.base_domains(&file.gateway.base_domains);
     let tenant_header_spelling = file
         .gateway
@@ -87,6 +93,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         by_host: HashMap::with_capacity_and_hasher(file.tenants.len(), FastHash::default()),
         base_domains: &base_domains,
         tenant_ids: file.tenants.iter().map(|e| e.name.as_str()).collect(),
+        rest: None,
     };
     let tenants: Vec<TenantConfig> = file
         .tenants
@@ -178,6 +185,48 @@ struct Claims<'a> {
     base_domains: &'a [String],
     /// Every tenant id in the file, decoded or not: their subdomains are taken.
     tenant_ids: HashSet<&'a str, FastHash>,
+    /// For a change of some entries of a config (`delta`): the claims and tenants of the rest.
+    rest: Option<Rest<'a>>,
+}
+
+/// The part of a config a change leaves as it is, as far as host claims go.
+struct Rest<'a> {
+    claimed: &'a dyn Claimed,
+    /// Hosts the changed entries claimed before: theirs to claim again, or nobody's.
+    released: HashSet<String, FastHash>,
+    /// Tenants the change removes or redefines: their ids are the change's to answer for.
+    changed_tenants: HashSet<&'a str, FastHash>,
+}
+
+/// What the rest of a config says about host names, for checking a change of some of its entries
+/// without the whole file. The routing table in use answers it.
+pub trait Claimed {
+    /// Who routes `host` (canonical) as an exact host.
+    fn exact_owner(&self, host: &str) -> Option<ExactOwner>;
+    fn has_tenant(&self, id: &str) -> bool;
+}
+
+/// An exact host's owner in the rest of a config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExactOwner {
+    /// A tenant's `domains`.
+    Tenant(String),
+    /// A `[hosts]` entry.
+    Host(String),
+}
+
+impl ExactOwner {
+    fn describe(&self) -> String {
+        match self {
+            ExactOwner::Tenant(id) => format!(
+                "tenant {id:?} at {}",
+                KeyPath::root().key("tenants").key(id).key("domains")
+            ),
+            ExactOwner::Host(h) => {
+                format!("a reserved host at {}", KeyPath::root().key("hosts").key(h))
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -224,6 +273,7 @@ impl Validator {
             h2c: g.h2c.unwrap_or(false),
             work_stealing: g.work_stealing.unwrap_or(false),
             fleet: None,
+            store: None,
         }
     }
 
@@ -1027,12 +1077,19 @@ impl<'a> Claims<'a> {
             )));
             return false;
         }
+        if let Some(owner) = self.rest_owner(host) {
+            v.errors.push(claim.error(format!(
+                "host {host:?} is already claimed by {}",
+                owner.describe()
+            )));
+            return false;
+        }
         for base in self.base_domains {
             let Some(label) = label_below(host, base) else {
                 continue;
             };
             let own = matches!(claim, Claim::TenantDomain { tenant, .. } if tenant == label);
-            if !label.contains('.') && !own && self.tenant_ids.contains(label) {
+            if !label.contains('.') && !own && self.is_tenant(label) {
                 v.errors.push(claim.error(format!(
                     "{host:?} is the subdomain of tenant {label:?}; routing it to {} would take {label:?}'s traffic",
                     claim.owner()
@@ -1042,6 +1099,25 @@ impl<'a> Claims<'a> {
         }
         self.by_host.insert(host.to_owned(), claim);
         true
+    }
+}
+
+impl Claims<'_> {
+    /// Who in the rest of the config (a change's) routes `host`, unless the change released it.
+    fn rest_owner(&self, host: &str) -> Option<ExactOwner> {
+        let rest = self.rest.as_ref()?;
+        if rest.released.contains(host) {
+            return None;
+        }
+        rest.claimed.exact_owner(host)
+    }
+
+    fn is_tenant(&self, id: &str) -> bool {
+        self.tenant_ids.contains(id)
+            || self
+                .rest
+                .as_ref()
+                .is_some_and(|r| !r.changed_tenants.contains(id) && r.claimed.has_tenant(id))
     }
 }
 
