@@ -1,24 +1,29 @@
 # The README's two commands:
 #   make demo   run the gateway on config/gateway.toml with built-in demo backends
 #   make test   run the whole test suite (what .ci/run runs, besides fmt and clippy)
-# Both install cmake first on a machine that has none (Pingora's build needs it); `make test` also
-# installs redis-server (scripts/ensure-redis.sh) for the fleet rate-limit tests, which start and stop
-# their own servers on loopback ports.
+# And one more: `make fleet-demo` runs a fleet of two gateways on one etcd (README, "Running a fleet").
+#
+# Each installs what the build lacks first, on a machine that has none of it: cmake (Pingora's
+# zlib-ng) and protoc with the well-known .proto files (etcd-client). `make test` also installs
+# redis-server and etcd for the fleet tests, which start and stop their own servers on loopback ports.
 
 CARGO ?= cargo
-# Runs the rest of the line with cmake on PATH, or stops when it cannot be had.
-WITH_CMAKE = dir=$$(scripts/ensure-cmake.sh) && PATH="$$dir:$$PATH"
+# Runs the rest of the line with cmake and protoc at hand, or stops when they cannot be had.
+WITH_BUILD_TOOLS = dir=$$(scripts/ensure-cmake.sh) && scripts/ensure-protoc.sh && PATH="$$dir:$$PATH"
 
-.PHONY: demo test bench release
+.PHONY: demo test bench release fleet-demo
 
 demo:
-	$(WITH_CMAKE) $(CARGO) run --locked -- demo
+	$(WITH_BUILD_TOOLS) $(CARGO) run --locked -- demo
 
 test:
-	$(WITH_CMAKE) && redis=$$(scripts/ensure-redis.sh) && TENANTGATE_REDIS_SERVER=$$redis $(CARGO) test --locked
+	$(WITH_BUILD_TOOLS) && redis=$$(scripts/ensure-redis.sh) && etcd=$$(scripts/ensure-etcd.sh) && TENANTGATE_REDIS_SERVER=$$redis TENANTGATE_ETCD=$$etcd $(CARGO) test --locked
+
+fleet-demo:
+	$(WITH_BUILD_TOOLS) && $(CARGO) build --locked && scripts/fleet-demo.sh
 
 bench:
-	$(WITH_CMAKE) $(CARGO) bench --locked --bench tenant_resolution
+	$(WITH_BUILD_TOOLS) $(CARGO) bench --locked --bench tenant_resolution
 
 release:
-	$(WITH_CMAKE) $(CARGO) build --release --locked
+	$(WITH_BUILD_TOOLS) $(CARGO) build --release --locked

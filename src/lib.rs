@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod request_id;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod tenant;
 pub mod tls;
 pub mod upstream;

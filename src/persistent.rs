@@ -18,7 +18,7 @@ use hashbrown::hash_table::{Entry, HashTable};
 /// copies the spine and that entry's shard if another copy still shares them. A key is hashed once:
 /// bits the shards' tables do not use (above the 40th) pick the shard.
 pub struct ShardedMap<K, V> {
-    shards: Arc<Vec<Shard<K, V>>>,
+    shards: Arc<[Shard<K, V>]>,
     hasher: RandomState,
     len: usize,
 }
@@ -63,11 +63,9 @@ impl<K: Hash + Eq + Clone, V: Clone> ShardedMap<K, V> {
         let shards = shard_count(entries);
         let per_shard = entries / shards + 1;
         ShardedMap {
-            shards: Arc::new(
-                (0..shards)
-                    .map(|_| Arc::new(HashTable::with_capacity(per_shard)))
-                    .collect(),
-            ),
+            shards: (0..shards)
+                .map(|_| Arc::new(HashTable::with_capacity(per_shard)))
+                .collect(),
             hasher: RandomState::default(),
             len: 0,
         }
@@ -182,9 +180,10 @@ impl<K: Hash + Eq + Clone, V: Clone> FromIterator<(K, V)> for ShardedMap<K, V> {
 const CHUNK: usize = 1024;
 
 /// A list in chunks behind `Arc`s: indexing costs two loads, and a change copies the spine and one
-/// chunk if another copy still shares them. Removal moves the last entry into the hole.
+/// chunk if another copy still shares them. Removal moves the last entry into the hole. Chunks and
+/// spine are slices, one load less than vectors on every read; a push copies the last chunk.
 pub struct ChunkedVec<T> {
-    chunks: Arc<Vec<Arc<Vec<T>>>>,
+    chunks: Arc<[Arc<[T]>]>,
     len: usize,
 }
 
@@ -200,7 +199,7 @@ impl<T> Clone for ChunkedVec<T> {
 impl<T> Default for ChunkedVec<T> {
     fn default() -> Self {
         ChunkedVec {
-            chunks: Arc::new(Vec::new()),
+            chunks: Arc::new([]),
             len: 0,
         }
     }
@@ -250,24 +249,29 @@ impl<T: Clone> ChunkedVec<T> {
     }
 
     pub fn push(&mut self, value: T) {
-        let chunks = Arc::make_mut(&mut self.chunks);
-        match chunks.last_mut() {
-            Some(last) if last.len() < CHUNK => Arc::make_mut(last).push(value),
-            _ => {
-                let mut chunk = Vec::with_capacity(CHUNK);
-                chunk.push(value);
-                chunks.push(Arc::new(chunk));
-            }
+        let full = self.chunks.last().is_none_or(|c| c.len() == CHUNK);
+        if full {
+            let mut spine = self.chunks.to_vec();
+            spine.push(Arc::from(vec![value]));
+            self.chunks = spine.into();
+        } else if let Some(last) = Arc::make_mut(&mut self.chunks).last_mut() {
+            let mut grown = last.to_vec();
+            grown.push(value);
+            *last = grown.into();
         }
         self.len += 1;
     }
 
     pub fn pop(&mut self) -> Option<T> {
-        let chunks = Arc::make_mut(&mut self.chunks);
-        let last = chunks.last_mut()?;
-        let value = Arc::make_mut(last).pop()?;
-        if last.is_empty() {
-            chunks.pop();
+        let last = self.chunks.last()?;
+        let mut shrunk = last.to_vec();
+        let value = shrunk.pop()?;
+        if shrunk.is_empty() {
+            let mut spine = self.chunks.to_vec();
+            spine.pop();
+            self.chunks = spine.into();
+        } else if let Some(last) = Arc::make_mut(&mut self.chunks).last_mut() {
+            *last = shrunk.into();
         }
         self.len -= 1;
         Some(value)
@@ -299,25 +303,21 @@ impl<T: Clone> std::ops::Index<usize> for ChunkedVec<T> {
 
 impl<T: Clone> FromIterator<T> for ChunkedVec<T> {
     fn from_iter<I: IntoIterator<Item = T>>(items: I) -> Self {
-        let mut chunks = Vec::new();
+        let mut chunks: Vec<Arc<[T]>> = Vec::new();
         let mut chunk = Vec::with_capacity(CHUNK);
         let mut len = 0;
         for item in items {
             chunk.push(item);
             len += 1;
             if chunk.len() == CHUNK {
-                chunks.push(Arc::new(std::mem::replace(
-                    &mut chunk,
-                    Vec::with_capacity(CHUNK),
-                )));
+                chunks.push(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)).into());
             }
         }
         if !chunk.is_empty() {
-            chunk.shrink_to_fit();
-            chunks.push(Arc::new(chunk));
+            chunks.push(chunk.into());
         }
         ChunkedVec {
-            chunks: Arc::new(chunks),
+            chunks: chunks.into(),
             len,
         }
     }
@@ -325,7 +325,7 @@ impl<T: Clone> FromIterator<T> for ChunkedVec<T> {
 
 #[derive(Clone)]
 struct Iter<'a, T> {
-    chunks: &'a [Arc<Vec<T>>],
+    chunks: &'a [Arc<[T]>],
     front: usize,
     back: usize,
 }

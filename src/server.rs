@@ -22,6 +22,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin::AdminApi;
 use crate::config::GatewayConfig;
 use crate::control::audit::AuditOpenError;
+use crate::control::store::{StoreSource, StoreWatcher};
 use crate::control::watch::ConfigWatcher;
 use crate::control::ControlPlane;
 use crate::identity::jwks::JwksRefresher;
@@ -51,6 +52,8 @@ pub enum StartError {
     Audit(#[from] AuditOpenError),
     #[error("cannot set up TLS: {0}")]
     Tls(Box<pingora::Error>),
+    #[error("{0}")]
+    Store(#[from] crate::control::store::OpenError),
 }
 
 /// How this process starts.
@@ -131,13 +134,47 @@ fn config_key(config: &GatewayConfig) -> u64 {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
 }
-/// Builds the server for `config` (read from `text`): checks its listen addresses are free (unless
+/// What a gateway starts from: its config (with a store, the instance file's with the store's
+/// table) and the text of its file.
+pub struct Loaded {
+    pub config: GatewayConfig,
+    pub text: String,
+    pub store: Option<Arc<StoreSource>>,
+    /// Of the first table: 1, or the store's revision.
+    pub generation: u64,
+}
+
+impl Loaded {
+    /// The file's config, and with `[store]` the fleet's table read from it at one revision.
+    pub fn open(config: GatewayConfig, text: String) -> Result<Loaded, StartError> {
+        let Some(store) = config.gateway.store.clone() else {
+            return Ok(Loaded {
+                config,
+                text,
+                store: None,
+                generation: 1,
+            });
+        };
+        let opened =
+            crate::store::runtime().block_on(StoreSource::open(&store, &config.path, &text))?;
+        Ok(Loaded {
+            config: opened.config,
+            text,
+            store: Some(opened.source),
+            generation: u64::try_from(opened.revision).unwrap_or(0),
+        })
+    }
+}
+
+/// Builds the server for what was loaded: checks its listen addresses are free (unless
 /// upgrading), builds the routing table and adds the proxy, admin, health-check and reload services.
-pub fn build(
-    config: GatewayConfig,
-    text: String,
-    options: StartOptions,
-) -> Result<GatewayServer, StartError> {
+pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, StartError> {
+    let Loaded {
+        config,
+        text,
+        store,
+        generation,
+    } = loaded;
     if !options.upgrade {
         ensure_free("gateway.http_listen", config.gateway.http_listen)?;
         if let Some(https) = config.gateway.https_listen {
@@ -162,7 +199,7 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
-    let table = RoutingTable::build(&config.routing, 1, None);
+    let table = RoutingTable::build(&config.routing, generation, None);
     Metrics::get().observe_table(&table);
     Metrics::get().observe_certificates(&config.routing.tls.certificates);
     let table = Arc::new(TableHandle::new(table));
@@ -173,7 +210,12 @@ pub fn build(
         config.gateway.h2c,
     );
     let fleet = config.gateway.fleet.clone().map(Fleet::new);
-    let control = Arc::new(ControlPlane::new(config, text, Arc::clone(&table))?);
+    let control = Arc::new(ControlPlane::new(
+        config,
+        text,
+        Arc::clone(&table),
+        store.clone(),
+    )?);
 
     let mut options = HttpServerOptions::default();
     options.h2c = h2c;
@@ -232,6 +274,15 @@ pub fn build(
     );
     watcher.threads = Some(1);
     server.add_service(watcher);
+
+    if store.is_some() {
+        let mut follow = background_service(
+            "tenantgate store watch",
+            StoreWatcher::new(Arc::clone(&control)),
+        );
+        follow.threads = Some(1);
+        server.add_service(follow);
+    }
 
     Ok(GatewayServer {
         server,

@@ -23,11 +23,13 @@ use crate::config::model::{
     AdminSettings, CertificateConfig, Probe, Rate, TenantConfig, TenantLimits,
 };
 use crate::control::audit::Actor;
+use crate::control::edit::ApiKeyEntry;
 use crate::control::promotion::{
     PromotionRequest, DEFAULT_MAX_ERROR_RATE, DEFAULT_MIN_REQUESTS, DEFAULT_PAUSE,
 };
+use crate::control::source::AuditQuery;
 use crate::control::transfer::OnConflict;
-use crate::control::{ControlPlane, ImportRequest, Outcome, Refusal};
+use crate::control::{ApplyRequest, ControlPlane, ImportRequest, Outcome, Refusal};
 use crate::identity::api_key::sha256;
 use crate::identity::bearer_token;
 use crate::metrics::tenant::RATE_WINDOW_SECONDS;
@@ -64,9 +66,12 @@ impl AdminApi {
     fn status(&self) -> Value {
         let table = self.control.table().load();
         let applied = self.control.applied();
+        let store = self.control.store().map(|s| s.status(table.generation()));
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "config": self.control.path().display().to_string(),
+            "source": self.control.source_kind(),
+            "store": store,
             "audit_log": self.control.audit_path().display().to_string(),
             "generation": table.generation(),
             "uptime_seconds": self.started.elapsed().as_secs(),
@@ -97,12 +102,17 @@ impl AdminApi {
                 .map_or((0, 0), |c| c.stats.snapshot());
             json!({ "pool": c.pool, "percent": c.percent, "requests": requests, "failures": failures })
         });
-        let promotion = match (self.control.promotion(t.id.as_str()), &t.canary) {
-            (Some(run), _) if run.is_running() || t.canary.is_none() => run.to_json(),
+        let fleet = self.control.fleet_record(t.id.as_str());
+        let promotion = match (fleet, self.control.promotion(t.id.as_str()), &t.canary) {
+            // A fleet's promotion: the store says where it is and who runs it.
+            (Some(record), _, _) => {
+                record.to_json(self.control.fleet_lock(t.id.as_str()).as_deref())
+            }
+            (None, Some(run), _) if run.is_running() || t.canary.is_none() => run.to_json(),
             // A canary with no runner: a promotion interrupted by a restart.
-            (_, Some(c)) => json!({ "state": "paused", "to": c.pool, "percent": c.percent }),
-            (Some(run), None) => run.to_json(),
-            (None, None) => Value::Null,
+            (None, _, Some(c)) => json!({ "state": "paused", "to": c.pool, "percent": c.percent }),
+            (None, Some(run), None) => run.to_json(),
+            (None, None, None) => Value::Null,
         };
         json!({
             "id": t.id.as_str(),
@@ -159,13 +169,7 @@ impl AdminApi {
     /// One tenant with everything `tenants show` prints: the list's view, plus its plan and the
     /// limits in force, its keys (never their hashes), its latest audit entries and its live rate.
     async fn tenant(&self, id: &str) -> Response<Vec<u8>> {
-        // The audit log is a file: read off the admin API's thread.
-        let control = Arc::clone(&self.control);
-        let tenant = id.to_owned();
-        let recent =
-            tokio::task::spawn_blocking(move || control.recent_changes(&tenant, RECENT_CHANGES))
-                .await
-                .unwrap_or_default();
+        let recent = self.control.recent_changes(id, RECENT_CHANGES).await;
         let table = self.control.table().load();
         let applied = self.control.applied();
         let Some(t) = applied.config.routing.tenant(id) else {
@@ -235,6 +239,119 @@ impl AdminApi {
             }
             Err(refusal) => refusal_response(&refusal),
         }
+    }
+
+    /// `GET /export`: every shared entry as one routing file, which `tenantgate apply` takes
+    /// unchanged.
+    fn export_all(&self) -> Response<Vec<u8>> {
+        let (text, generation) = self.control.export_all();
+        let what = match self.control.store() {
+            Some(store) => format!(
+                "the fleet's store {} at revision {generation}",
+                store.store.label()
+            ),
+            None => format!(
+                "{} at generation {generation}",
+                self.control.path().display()
+            ),
+        };
+        let header = format!(
+            "# The shared routing table of {what}, exported {}.\n# tenantgate apply --config FILE takes it back unchanged.\n\n",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+        respond(
+            StatusCode::OK,
+            "application/toml",
+            (header + &text).into_bytes(),
+        )
+    }
+
+    /// `GET /audit`: the audit records (the fleet's with a store), oldest first.
+    async fn audit(&self, query: &str) -> Response<Vec<u8>> {
+        let mut wanted = AuditQuery::default();
+        for (key, value) in query_pairs(query) {
+            match key {
+                "tenant" => wanted.tenant = Some(value),
+                "since" => match chrono::DateTime::parse_from_rfc3339(&value) {
+                    Ok(t) => wanted.since = Some(t.timestamp_millis()),
+                    Err(_) => {
+                        return refusal_response(&Refusal::BadRequest(format!(
+                            "since={value:?} is not an RFC 3339 time"
+                        )))
+                    }
+                },
+                "limit" => wanted.limit = value.parse().ok(),
+                _ => {}
+            }
+        }
+        match self.control.audit_records(&wanted).await {
+            Ok(entries) => json_response(
+                StatusCode::OK,
+                &json!({ "source": self.control.source_kind(), "entries": entries }),
+            ),
+            Err(refusal) => refusal_response(&refusal),
+        }
+    }
+
+    /// `POST /apply`: a routing file made the fleet's table (or, as a dry run, planned).
+    async fn apply(&self, actor: Actor, body: &[u8]) -> Response<Vec<u8>> {
+        let request = match apply_request(body) {
+            Ok(request) => request,
+            Err(refusal) => return refusal_response(&refusal),
+        };
+        let dry_run = request.dry_run;
+        match self.control.apply(actor, request).await {
+            Ok(answer) => {
+                let result = match (dry_run, answer.plan.writes.is_empty()) {
+                    (true, _) => "dry_run",
+                    (false, true) => "unchanged",
+                    (false, false) => "applied",
+                };
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "result": result,
+                        "dry_run": dry_run,
+                        "planned_at_revision": answer.plan.revision,
+                        "plan": answer.plan.to_json(),
+                        "revisions": answer.revisions,
+                        "generation": self.control.table().load().generation(),
+                    }),
+                )
+            }
+            Err(refusal) => refusal_response(&refusal),
+        }
+    }
+
+    /// `POST /tenants/{id}/keys`: a key's hash and dates, made by the CLI (the key itself never
+    /// reaches the gateway).
+    async fn add_key(&self, actor: Actor, id: &str, body: &[u8]) -> Response<Vec<u8>> {
+        let key: KeyBody = match serde_json::from_slice(body) {
+            Ok(key) => key,
+            Err(e) => {
+                let refusal = Refusal::BadRequest(format!(
+                    "expected {{\"id\": ..., \"sha256\": ..., \"created\": ...}} with optional expires: {e}"
+                ));
+                self.control
+                    .record_refusal(&actor, "key.create", Some(id), &refusal);
+                return refusal_response(&refusal);
+            }
+        };
+        let entry = ApiKeyEntry {
+            id: key.id,
+            sha256: key.sha256,
+            created: key.created,
+            expires: key.expires,
+        };
+        let result = self.control.add_api_key(&actor, id, entry).await;
+        self.changed(result, Some(id))
+    }
+
+    /// `POST /tenants/{id}/keys/{key}/revoke`: refused from now on.
+    async fn revoke_key(&self, actor: Actor, id: &str, key: &str) -> Response<Vec<u8>> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let result = self.control.revoke_api_key(&actor, id, key, &now).await;
+        self.changed(result, Some(id))
     }
 
     /// `GET /pools/health`: probes every upstream of the pools asked for (all by default) now, as
@@ -404,6 +521,46 @@ fn import_request(body: &[u8]) -> Result<ImportRequest, Refusal> {
         with_keys: body.with_keys,
         dry_run: body.dry_run,
         expected_generation: body.expected_generation,
+    })
+}
+
+/// The body of `POST /tenants/{id}/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    id: String,
+    sha256: String,
+    created: String,
+    #[serde(default)]
+    expires: Option<String>,
+}
+
+/// The body of `POST /apply`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    config: String,
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    prune: bool,
+    #[serde(default)]
+    dry_run: bool,
+    expected_revision: Option<i64>,
+}
+
+fn apply_request(body: &[u8]) -> Result<ApplyRequest, Refusal> {
+    let body: ApplyBody = serde_json::from_slice(body).map_err(|e| {
+        Refusal::BadRequest(format!(
+            "expected {{\"config\": \"<TOML>\"}} with optional source, prune, dry_run, expected_revision: {e}"
+        ))
+    })?;
+    Ok(ApplyRequest {
+        text: body.config,
+        source: body.source.unwrap_or_else(|| "routing file".to_owned()),
+        prune: body.prune,
+        dry_run: body.dry_run,
+        expected_revision: body.expected_revision,
     })
 }
 
@@ -722,6 +879,26 @@ impl ServeHttp for AdminApi {
                 self.control.applied().text.as_bytes().to_vec(),
             ),
             (true, ["tenants"]) => self.tenants(&query),
+            (true, ["export"]) => self.export_all(),
+            (true, ["audit"]) => self.audit(&query).await,
+            (false, ["apply"]) if method == Method::POST => {
+                let actor = actor(session);
+                match read_body(session).await {
+                    Ok(body) => self.apply(actor, &body).await,
+                    Err(answer) => answer,
+                }
+            }
+            (false, ["tenants", id, "keys"]) if method == Method::POST => {
+                let actor = actor(session);
+                match read_body(session).await {
+                    Ok(body) => self.add_key(actor, id, &body).await,
+                    Err(answer) => answer,
+                }
+            }
+            (false, ["tenants", id, "keys", key, "revoke"]) if method == Method::POST => {
+                let actor = actor(session);
+                self.revoke_key(actor, id, key).await
+            }
             (true, ["tenants", id]) => self.tenant(id).await,
             (true, ["tenants", id, "export"]) => self.export(id, &query),
             (true, ["pools", "health"]) => self.pool_health(&query).await,
@@ -750,7 +927,7 @@ impl ServeHttp for AdminApi {
             ),
             (
                 _,
-                ["healthz" | "metrics" | "status" | "config"]
+                ["healthz" | "metrics" | "status" | "config" | "export" | "audit"]
                 | ["tenants", _]
                 | ["tenants", _, "export"]
                 | ["pools", "health"],
@@ -759,11 +936,13 @@ impl ServeHttp for AdminApi {
                 "method_not_allowed",
                 "use GET",
             ),
-            (_, ["reload"] | ["tenants", _, _]) => json_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "use POST",
-            ),
+            (_, ["reload" | "apply"] | ["tenants", _, _] | ["tenants", _, "keys", _, "revoke"]) => {
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "use POST",
+                )
+            }
             _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 
+use super::remote::{refused, Admin, Destination};
+use super::AdminArgs;
 use crate::config::diff::api_key_summary;
 use crate::config::{load_str, GatewayConfig};
 use crate::control::edit::{add_api_key, revoke_api_key, write_atomically, ApiKeyEntry};
@@ -55,6 +57,127 @@ fn expiry(text: &str, now: chrono::DateTime<chrono::Utc>) -> anyhow::Result<Stri
     Ok((now + span).to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
+/// A new key for `tenant`, and its entry (hash and dates), with an id none of `taken` has.
+fn new_key(
+    tenant: &str,
+    expires: Option<&str>,
+    taken: impl Fn(&str) -> bool,
+) -> anyhow::Result<(String, ApiKeyEntry)> {
+    let now = chrono::Utc::now();
+    let key =
+        generate(tenant).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+    let mut id = String::new();
+    while id.is_empty() || taken(&id) {
+        let suffix =
+            random_text(6).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
+        id = format!("k-{}-{}", now.format("%Y%m%d"), suffix.to_ascii_lowercase());
+    }
+    let entry = ApiKeyEntry {
+        id,
+        sha256: to_hex(&sha256(&key)),
+        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        expires: expires.map(|e| expiry(e, now)).transpose()?,
+    };
+    Ok((key, entry))
+}
+
+/// Prints the new key (once) and where it went.
+fn print_created(tenant: &str, key: &str, entry: &ApiKeyEntry, into: &str, json: bool) {
+    if json {
+        let out = serde_json::json!({
+            "tenant": tenant, "id": entry.id, "key": key,
+            "created": entry.created, "expires": entry.expires,
+        });
+        println!("{out}");
+    } else {
+        println!("{key}");
+        eprintln!(
+            "key {} of tenant {tenant} added to {into} (only its SHA-256 is stored){}.\nThis is the only time the key is shown.",
+            entry.id,
+            entry.expires.as_deref().map(|e| format!(", expires {e}")).unwrap_or_default(),
+        );
+    }
+}
+
+/// `key create --context`: the key is made here and only its hash is sent; the gateway saves it
+/// where it keeps its table (its file, or the fleet's store) and uses it at once.
+pub fn create_through(
+    args: &AdminArgs,
+    tenant: &str,
+    expires: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(args, Destination::AnyGateway)?;
+    let (key, entry) = new_key(tenant, expires, |_| false)?;
+    let body = serde_json::json!({
+        "id": entry.id, "sha256": entry.sha256, "created": entry.created, "expires": entry.expires,
+    });
+    let (status, answer) = admin.post(&format!("/tenants/{tenant}/keys"), Some(body))?;
+    if status != 200 {
+        return Ok(refused(&answer));
+    }
+    print_created(
+        tenant,
+        &key,
+        &entry,
+        &format!("the gateway at {}", admin.label),
+        json,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `key revoke --context`.
+pub fn revoke_through(args: &AdminArgs, tenant: &str, key_id: &str) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(args, Destination::AnyGateway)?;
+    let (status, answer) = admin.post(&format!("/tenants/{tenant}/keys/{key_id}/revoke"), None)?;
+    if status != 200 {
+        return Ok(refused(&answer));
+    }
+    eprintln!(
+        "key {key_id} of tenant {tenant} revoked through {}",
+        admin.label
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `key list --context`: the keys `tenants show` lists, for one tenant or every one.
+pub fn list_through(
+    args: &AdminArgs,
+    tenant: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(args, Destination::AnyGateway)?;
+    let ids: Vec<String> = match tenant {
+        Some(id) => vec![id.to_owned()],
+        None => {
+            let (status, body) = admin.get("/tenants?limit=1000000")?;
+            if status != 200 {
+                return Ok(refused(&body));
+            }
+            body["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["id"].as_str().map(str::to_owned))
+                .collect()
+        }
+    };
+    let mut rows = Vec::new();
+    for id in &ids {
+        let (status, body) = admin.get(&format!("/tenants/{id}"))?;
+        if status != 200 {
+            return Ok(refused(&body));
+        }
+        for key in body["api_keys"].as_array().into_iter().flatten() {
+            let mut row = key.clone();
+            row["tenant"] = serde_json::json!(id);
+            rows.push(row);
+        }
+    }
+    print_keys(&rows, json);
+    Ok(ExitCode::SUCCESS)
+}
+
 pub fn create(
     config: &Path,
     tenant: &str,
@@ -65,36 +188,14 @@ pub fn create(
     let Some(t) = parsed.routing.tenant(tenant) else {
         bail!("no tenant {tenant:?} in {}", config.display());
     };
-    let now = chrono::Utc::now();
-    let key =
-        generate(tenant).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-    let mut id = String::new();
-    while id.is_empty() || t.api_keys.iter().any(|k| k.id == id) {
-        let suffix =
-            random_text(6).map_err(|_| anyhow::anyhow!("the system random generator failed"))?;
-        id = format!("k-{}-{}", now.format("%Y%m%d"), suffix.to_ascii_lowercase());
-    }
-    let entry = ApiKeyEntry {
-        id: id.clone(),
-        sha256: to_hex(&sha256(&key)),
-        created: now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        expires: expires.map(|e| expiry(e, now)).transpose()?,
-    };
+    let (key, entry) = new_key(tenant, expires, |id| t.api_keys.iter().any(|k| k.id == id))?;
     let edited = add_api_key(&text, tenant, &entry)?;
     write(config, &edited)?;
     if json {
-        let out = serde_json::json!({
-            "tenant": tenant, "id": entry.id, "key": key,
-            "created": entry.created, "expires": entry.expires,
-        });
-        println!("{out}");
+        print_created(tenant, &key, &entry, "", true);
     } else {
-        println!("{key}");
-        eprintln!(
-            "key {id} of tenant {tenant} added to {} (only its SHA-256 is stored){}.\nThis is the only time the key is shown; a running gateway that watches the file uses it at once (else run `tenantgate reload`).",
-            config.display(),
-            entry.expires.as_deref().map(|e| format!(", expires {e}")).unwrap_or_default(),
-        );
+        print_created(tenant, &key, &entry, &config.display().to_string(), false);
+        eprintln!("A running gateway that watches the file uses it at once (else run `tenantgate reload`).");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -118,15 +219,20 @@ pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<E
             bail!("no tenant {id:?} in {}", config.display());
         }
     }
+    print_keys(&rows, json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_keys(rows: &[serde_json::Value], json: bool) {
     if json {
-        println!("{}", serde_json::Value::Array(rows));
-        return Ok(ExitCode::SUCCESS);
+        println!("{}", serde_json::Value::Array(rows.to_vec()));
+        return;
     }
     println!(
         "{:<16} {:<22} {:<8} {:<21} {:<21}",
         "TENANT", "ID", "STATE", "CREATED", "EXPIRES"
     );
-    for r in &rows {
+    for r in rows {
         let s = |k: &str| r[k].as_str().unwrap_or("-").to_owned();
         println!(
             "{:<16} {:<22} {:<8} {:<21} {:<21}",
@@ -137,7 +243,6 @@ pub fn list(config: &Path, tenant: Option<&str>, json: bool) -> anyhow::Result<E
             s("expires")
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 pub fn revoke(config: &Path, tenant: &str, key_id: &str) -> anyhow::Result<ExitCode> {

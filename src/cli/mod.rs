@@ -8,6 +8,7 @@
 //! found a tenant with no reachable upstream; 5 the admin API refused the token.
 
 mod context;
+mod fleet;
 mod keys;
 mod output;
 mod remote;
@@ -98,10 +99,17 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
-    /// Tenant API keys in the config file: create (prints the key once), list, revoke.
+    /// Tenant API keys: create (prints the key once), list, revoke. In the config file, or with
+    /// --context or --admin through a running gateway (the fleet's store, for a gateway with one).
     Key {
         #[arg(long, short, default_value = DEFAULT_CONFIG, global = true)]
         config: PathBuf,
+        /// Through this saved context's gateway instead of the file.
+        #[arg(long, global = true, value_name = "NAME")]
+        context: Option<String>,
+        /// Through the gateway with this admin API URL instead of the file.
+        #[arg(long, global = true, value_name = "URL")]
+        admin: Option<String>,
         #[command(subcommand)]
         command: KeyCommand,
     },
@@ -119,6 +127,46 @@ enum Command {
     Context {
         #[command(subcommand)]
         command: ContextCommand,
+    },
+    /// Make a routing file the fleet's table (gateways with [store]): validated, planned against
+    /// the store as `plan` prints it, and written in one transaction guarded by the revision the
+    /// plan was made at. Exit 0: applied, or nothing to change; 2: --dry-run found changes; 1:
+    /// invalid, refused, or the table changed meanwhile (nothing written).
+    Apply {
+        /// The routing file (a gateway file's shared sections; its instance sections are left alone).
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Also remove what the store has and the file does not.
+        #[arg(long)]
+        prune: bool,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        fleet: fleet::FleetArgs,
+    },
+    /// Print the fleet's table (or a gateway's shared sections) as one routing file that `apply`
+    /// takes unchanged.
+    Export {
+        /// Write it here instead of to stdout.
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        fleet: fleet::FleetArgs,
+    },
+    /// The audit log: every change, who made it, through which instance, at which revision (the
+    /// fleet's with a store, else the gateway's own).
+    Audit {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// 30m, 12h, 7d ago, or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// At most this many, the latest.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        fleet: fleet::FleetArgs,
     },
 }
 
@@ -305,20 +353,65 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }),
-        Command::Key { config, command } => match command {
-            KeyCommand::Create {
-                tenant,
-                expires,
-                json,
-            } => keys::create(&config, &tenant, expires.as_deref(), json),
-            KeyCommand::List { tenant, json } => keys::list(&config, tenant.as_deref(), json),
-            KeyCommand::Revoke { tenant, id } => keys::revoke(&config, &tenant, &id),
-        },
+        Command::Key {
+            config,
+            context,
+            admin,
+            command,
+        } => {
+            let through = (context.is_some() || admin.is_some()).then_some(AdminArgs {
+                config: None,
+                context,
+                admin,
+                json: false,
+            });
+            match (command, through) {
+                (
+                    KeyCommand::Create {
+                        tenant,
+                        expires,
+                        json,
+                    },
+                    Some(args),
+                ) => keys::create_through(&args, &tenant, expires.as_deref(), json),
+                (KeyCommand::Revoke { tenant, id }, Some(args)) => {
+                    keys::revoke_through(&args, &tenant, &id)
+                }
+                (KeyCommand::List { tenant, json }, Some(args)) => {
+                    keys::list_through(&args, tenant.as_deref(), json)
+                }
+                (
+                    KeyCommand::Create {
+                        tenant,
+                        expires,
+                        json,
+                    },
+                    None,
+                ) => keys::create(&config, &tenant, expires.as_deref(), json),
+                (KeyCommand::List { tenant, json }, None) => {
+                    keys::list(&config, tenant.as_deref(), json)
+                }
+                (KeyCommand::Revoke { tenant, id }, None) => keys::revoke(&config, &tenant, &id),
+            }
+        }
         Command::AdminToken => keys::admin_token(),
         Command::Reload { admin } => remote::reload(&admin),
         Command::Plan { admin, against } => remote::plan(&admin, against.as_deref()),
         Command::Tenants { admin, command } => tenants::run(&admin, command),
         Command::Context { command } => context::run(command),
+        Command::Apply {
+            config,
+            prune,
+            dry_run,
+            fleet,
+        } => fleet::apply(&config, prune, dry_run, &fleet),
+        Command::Export { output, fleet } => fleet::export(output.as_deref(), &fleet),
+        Command::Audit {
+            tenant,
+            since,
+            limit,
+            fleet,
+        } => fleet::audit(tenant.as_deref(), since.as_deref(), limit, &fleet),
     };
     match result {
         Ok(code) => code,
@@ -442,9 +535,12 @@ fn run(path: &Path, demo: bool, options: StartOptions) -> anyhow::Result<ExitCod
     .context("installing the SIGHUP handler")?;
     let (config, text) = load(path)?;
     let _log = crate::logging::init(config.gateway.log_format);
-    let demo = demo.then(|| DemoBackends::for_config(&config));
+    // With a store, the table is read from it now: the demo's backends are its pools'.
+    let loaded = crate::server::Loaded::open(config, text).context("cannot start the gateway")?;
+    let config = &loaded.config;
+    let demo = demo.then(|| DemoBackends::for_config(config));
     if let Some((backends, skipped)) = &demo {
-        println!("{}", demo_banner(&config, backends, skipped));
+        println!("{}", demo_banner(config, backends, skipped));
     }
     tracing::info!(
         config = %config.path.display(),
@@ -453,11 +549,12 @@ fn run(path: &Path, demo: bool, options: StartOptions) -> anyhow::Result<ExitCod
         threads = config.gateway.threads,
         tenants = config.routing.tenants.len(),
         pools = config.routing.pools.len(),
+        store = config.gateway.store.as_ref().map(|s| s.label()),
+        generation = loaded.generation,
         upgrade = options.upgrade,
         "tenantgate starting"
     );
-    let mut built =
-        crate::server::build(config, text, options).context("cannot start the gateway")?;
+    let mut built = crate::server::build(loaded, options).context("cannot start the gateway")?;
     if let Some((backends, _)) = demo {
         built.server.add_service(backends.into_service());
     }

@@ -149,6 +149,107 @@ pub(crate) fn place_errors<'t>(
     }
 }
 
+/// Decodes and validates a routing file (`tenantgate apply`'s) as the fleet's shared table of the
+/// instance whose file is `instance` (read as `instance_text`), together with `rest`: the store's
+/// entries the file does not have and that stay (none when pruning). That is the table the store
+/// will hold, checked by exactly the rules of one file that holds it all. The routing file's own
+/// instance settings (listeners, `[admin]`, certificates) are not used. Each error is placed in
+/// the text it is about: the routing file, an entry of the store (`origin`), or (certificates,
+/// listeners) the instance's file, named by its path.
+pub fn load_routing_file(
+    instance: &Path,
+    instance_text: &str,
+    path: &Path,
+    text: &str,
+    rest: &[(&Entity, &str)],
+    origin: &str,
+) -> Result<GatewayConfig, ConfigErrors> {
+    let (routing, mut errors) = decode_file(text);
+    let mut shared_errors = Vec::new();
+    let kept = decode_store(rest, origin, &mut shared_errors);
+    let combined = combine(routing, kept, rest.iter().map(|(e, _)| *e));
+    let (mut file, _) = decode_file(instance_text);
+    merge_shared(&mut file, combined);
+    let more = match validate(&file, instance) {
+        Ok(config) if errors.is_empty() && shared_errors.is_empty() => return Ok(config),
+        Ok(_) => Vec::new(),
+        Err(more) => more,
+    };
+    let texts: std::collections::HashMap<&Entity, &str> = rest.iter().copied().collect();
+    let mut own = Vec::new();
+    for error in more {
+        match Entity::owning(&error.key) {
+            Some(entity) if texts.contains_key(&entity) => shared_errors.push(error),
+            Some(_) => errors.push(error),
+            None => own.push(error),
+        }
+    }
+    locate(text, &mut errors);
+    locate(instance_text, &mut own);
+    let named: std::sync::Arc<str> = instance.display().to_string().into();
+    for e in &mut own {
+        e.origin = Some(std::sync::Arc::clone(&named));
+    }
+    errors.extend(own);
+    let placed = place_errors(
+        path,
+        "",
+        origin,
+        |e: &Entity| texts.get(e).copied(),
+        Vec::new(),
+        shared_errors,
+    );
+    errors.extend(placed.errors);
+    Err(ConfigErrors {
+        file: path.to_path_buf(),
+        errors: stable_order(errors),
+    })
+}
+
+/// A routing file's shared sections with the store entries it does not have (`kept`, the
+/// entities `kept_entities`): keyed entries side by side, a kept setting in place of the file's
+/// (which then has none).
+fn combine<'a>(
+    mut routing: FileConfig,
+    mut kept: FileConfig,
+    kept_entities: impl Iterator<Item = &'a Entity>,
+) -> FileConfig {
+    routing.pools.append(&mut kept.pools);
+    routing.tenants.append(&mut kept.tenants);
+    routing.hosts.append(&mut kept.hosts);
+    routing.plans.append(&mut kept.plans);
+    let k = &mut kept;
+    for entity in kept_entities {
+        let Entity::Setting(setting) = entity else {
+            continue;
+        };
+        match setting {
+            Setting::Gateway => {
+                let g = std::mem::take(&mut k.gateway);
+                let r = &mut routing.gateway;
+                r.base_domains = g.base_domains;
+                r.tenant_header = g.tenant_header;
+                r.tenant_source = g.tenant_source;
+                r.api_key_header = g.api_key_header;
+                r.switch_tenant_header = g.switch_tenant_header;
+                r.https_redirect = g.https_redirect;
+                r.hsts = g.hsts;
+            }
+            Setting::Jwt => routing.jwt = k.jwt.take(),
+            Setting::RouteRules => routing.route_rules = std::mem::take(&mut k.route_rules),
+            Setting::Limits => {
+                let redis = routing.limits.redis.take();
+                routing.limits = LimitsFile {
+                    redis,
+                    ..std::mem::take(&mut k.limits)
+                };
+            }
+            Setting::Metrics => routing.metrics = std::mem::take(&mut k.metrics),
+        }
+    }
+    routing
+}
+
 /// The instance file's errors first, in file order; then each entry's, by key.
 fn stable_order(mut errors: Vec<ConfigError>) -> Vec<ConfigError> {
     errors.sort_by(|a, b| {

@@ -283,7 +283,7 @@ pub fn assemble<'a>(entries: impl IntoIterator<Item = (&'a Entity, &'a str)>) ->
         Entity::Plan(_) => 7,
         Entity::Setting(Setting::Metrics) => 8,
     };
-    entries.sort_by_key(|(e, _)| rank(e));
+    entries.sort_by(|(a, _), (b, _)| (rank(a), *a).cmp(&(rank(b), *b)));
     let mut doc = DocumentMut::new();
     for (entity, text) in entries {
         let Ok(fragment) = text.parse::<DocumentMut>() else {

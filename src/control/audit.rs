@@ -23,6 +23,9 @@ pub enum Actor {
     Api { peer: String, name: Option<String> },
     /// A step of a stepped promotion, or its automatic rollback.
     Promotion,
+    /// A revision of the fleet's store, applied from the watch (its change was audited by the
+    /// instance that made it).
+    Store { revision: i64 },
 }
 
 impl fmt::Display for Actor {
@@ -36,6 +39,7 @@ impl fmt::Display for Actor {
                 name: Some(n),
             } => write!(f, "admin-api {peer} ({n})"),
             Actor::Promotion => f.write_str("promotion"),
+            Actor::Store { revision } => write!(f, "store revision {revision}"),
         }
     }
 }
@@ -152,6 +156,39 @@ impl AuditLog {
         found.reverse();
         Ok(found)
     }
+}
+
+/// The entries of the log at `path` that `query` asks for, oldest first (`tenantgate audit` on a
+/// gateway without a store). The whole log is read: this is an operator's question, not a
+/// request's.
+pub fn query(path: &Path, query: &super::source::AuditQuery) -> std::io::Result<Vec<Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    let since = query
+        .since
+        .and_then(chrono::DateTime::from_timestamp_millis);
+    let mut found: Vec<Value> = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| query.tenant.as_deref().is_none_or(|t| entry["tenant"] == t))
+        .filter(|entry| {
+            let time = entry["time"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            match (since, time) {
+                (Some(since), Some(time)) => time >= since,
+                _ => true,
+            }
+        })
+        .collect();
+    if let Some(limit) = query.limit {
+        let skip = found.len().saturating_sub(limit);
+        found.drain(..skip);
+    }
+    Ok(found)
 }
 
 /// How much of the end of the audit log `recent` reads.

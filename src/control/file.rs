@@ -4,11 +4,18 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use async_trait::async_trait;
+use serde_json::Value;
+
+use super::audit::AuditEntry;
 use super::edit::write_atomically;
-use super::{Applied, Refusal};
+use super::source::{AuditQuery, Base, Beside, Checked, Draft, Note, Plan, Scope, Source};
+use super::{Applied, ControlPlane, Outcome, Refusal};
 use crate::config::model::{CaBundle, JwksFile};
-use crate::config::GatewayConfig;
+use crate::config::shared::{assemble, split};
+use crate::config::{load_str, ConfigErrors, GatewayConfig};
 use crate::tls::certificate::{file_digest, pair_digest};
 
 /// The file a gateway was started with. In file mode it holds the whole routing table; with a
@@ -68,6 +75,100 @@ pub(super) fn digest(text: &str) -> u64 {
     let mut h = DefaultHasher::new();
     text.hash(&mut h);
     h.finish()
+}
+
+/// The config file as the source of the whole routing table: one instance, no store.
+#[derive(Debug)]
+pub struct FileSource;
+
+#[async_trait]
+impl Source for FileSource {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn load(&self, path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> {
+        load_str(path, text)
+    }
+
+    async fn draft(&self, plane: &ControlPlane, _scope: &Scope) -> Result<Draft, Refusal> {
+        let text = plane.file.read_unchanged(&plane.applied()).await?;
+        Ok(Draft {
+            text,
+            base: Base::File,
+            generation: plane.table.load().generation(),
+            started: Instant::now(),
+        })
+    }
+
+    async fn check(
+        &self,
+        plane: &ControlPlane,
+        draft: &Draft,
+        edited: String,
+    ) -> Result<Option<Checked>, Refusal> {
+        if edited == draft.text {
+            return Ok(None);
+        }
+        let edited_digest = digest(&edited);
+        let prepared = plane.prepare(edited, edited_digest).await?;
+        Ok(Some(Checked {
+            changes: prepared.changes.clone(),
+            plan: Plan::File(Box::new(prepared)),
+        }))
+    }
+
+    async fn write(
+        &self,
+        plane: &ControlPlane,
+        draft: Draft,
+        checked: Checked,
+        note: Note<'_>,
+        _beside: &Beside,
+    ) -> Result<Outcome, Refusal> {
+        let Plan::File(prepared) = checked.plan else {
+            return Err(Refusal::Conflict(
+                "a change checked by another source".into(),
+            ));
+        };
+        plane.file.write(&plane.applied(), &prepared.text).await?;
+        Ok(plane
+            .commit(note.actor, *prepared, draft.started, true)
+            .await)
+    }
+
+    fn read(&self, plane: &ControlPlane, _scope: &Scope) -> String {
+        plane.applied().text.to_string()
+    }
+
+    fn export(&self, plane: &ControlPlane) -> (String, u64) {
+        let applied = plane.applied();
+        let generation = plane.table.load().generation();
+        let Ok(doc) = applied.text.parse::<toml_edit::DocumentMut>() else {
+            return (String::new(), generation);
+        };
+        let entries = split(&doc).entries;
+        (
+            assemble(entries.iter().map(|(e, t)| (e, t.as_str()))),
+            generation,
+        )
+    }
+
+    fn record(&self, plane: &ControlPlane, entries: Vec<AuditEntry>) {
+        plane.audit.record(&entries);
+    }
+
+    async fn audit(&self, plane: &ControlPlane, query: &AuditQuery) -> Result<Vec<Value>, Refusal> {
+        let log = plane.audit.path().to_path_buf();
+        let query = query.clone();
+        tokio::task::spawn_blocking(move || super::audit::query(&log, &query))
+            .await
+            .map_err(|e| Refusal::Conflict(format!("reading the audit log failed: {e}")))?
+            .map_err(|source| Refusal::Read {
+                path: plane.audit.path().to_path_buf(),
+                source,
+            })
+    }
 }
 
 /// Every file a config reads besides itself (certificates, keys, upstream CAs): a change to one of

@@ -3,17 +3,21 @@
 //!
 //! A change is prepared off the request path (parse, validate, diff, build the new table), refused
 //! whole if anything is wrong, and otherwise swapped in at once. Changes made through the API are
-//! written to the config file first (`edit`), so the file and the running table never disagree.
-//! Every change, applied or refused, is audited (`audit`).
+//! written to where the table is kept first (`source`: the config file, or a fleet's store), so
+//! that and the running table never disagree. Every change, applied or refused, is audited
+//! (`audit`, or the store's audit records).
 //!
 //! Architecture invariant: the request path never waits on anything here. It reads the table
 //! through `TableHandle`; this module only ever replaces that table whole.
 
+pub mod apply;
 pub mod audit;
 pub mod edit;
 pub mod file;
 pub mod outcome;
 pub mod promotion;
+pub mod source;
+pub mod store;
 pub mod transfer;
 pub mod watch;
 
@@ -30,17 +34,20 @@ use serde_json::Value;
 use crate::config::diff::{diff, Change};
 use crate::config::load::check_fragment;
 use crate::config::model::TenantConfig;
-use crate::config::{load_str, GatewayConfig};
+use crate::config::shared::Entity;
+use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, TableHandle};
 use crate::upstream::health::probe_now;
 use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
-use edit::{edit_tenant, TenantEdit};
+use edit::{edit_tenant, ApiKeyEntry, TenantEdit};
 pub use file::referenced_files;
-use file::{digest, loaded_files_digest, ConfigFile};
+use file::{digest, loaded_files_digest, ConfigFile, FileSource};
 pub use outcome::{ImportRequest, Imported, LastChange, Outcome, Refusal};
 use promotion::PromotionRun;
-use transfer::{plan_import, ImportPlan};
+use source::{AuditQuery, Beside, Note, Scope, Source};
+use store::StoreSource;
+use transfer::plan_import;
 
 /// The config the running table was built from, and the exact text it came from.
 #[derive(Debug)]
@@ -52,7 +59,29 @@ pub struct Applied {
     files: u64,
 }
 
+/// `POST /apply`: a routing file for the fleet's store.
+#[derive(Debug)]
+pub struct ApplyRequest {
+    pub text: String,
+    /// The file's name as the client knows it, to place errors in it.
+    pub source: String,
+    /// Remove what the store has and the file does not.
+    pub prune: bool,
+    pub dry_run: bool,
+    /// The revision the client saw its plan at: anything changed since, and nothing is written.
+    pub expected_revision: Option<i64>,
+}
+
+/// What an apply did (or, for a dry run, would do).
+#[derive(Debug)]
+pub struct ApplyAnswer {
+    pub plan: apply::ApplyPlan,
+    /// The revision of each transaction written (none: a dry run, or nothing to change).
+    pub revisions: Vec<i64>,
+}
+
 /// A prepared change: the validated config, what changes, and the new table (when something does).
+#[derive(Debug)]
 struct Prepared {
     config: GatewayConfig,
     changes: Vec<Change>,
@@ -64,9 +93,15 @@ struct Prepared {
 
 pub struct ControlPlane {
     file: ConfigFile,
+    /// Where changes are made: the config file, or the fleet's store (`store`, the same one).
+    source: Arc<dyn Source>,
+    store: Option<Arc<StoreSource>>,
     table: Arc<TableHandle>,
     /// Held while a change is prepared and applied: changes happen one at a time.
     writer: tokio::sync::Mutex<()>,
+    /// With a store, held while one of this instance's changes is read, written and waited for:
+    /// its table follows through the watch, which takes `writer`.
+    changes: tokio::sync::Mutex<()>,
     applied: ArcSwap<Applied>,
     audit: AuditLog,
     last: ArcSwap<Option<LastChange>>,
@@ -83,12 +118,20 @@ impl ControlPlane {
         config: GatewayConfig,
         text: String,
         table: Arc<TableHandle>,
+        store: Option<Arc<StoreSource>>,
     ) -> Result<ControlPlane, AuditOpenError> {
         let audit = AuditLog::open(&config.admin.audit_log)?;
+        let source: Arc<dyn Source> = match &store {
+            Some(store) => Arc::clone(store) as Arc<dyn Source>,
+            None => Arc::new(FileSource),
+        };
         Ok(ControlPlane {
             file: ConfigFile::new(config.path.clone()),
+            source,
+            store,
             table,
             writer: tokio::sync::Mutex::new(()),
+            changes: tokio::sync::Mutex::new(()),
             applied: ArcSwap::from_pointee(Applied {
                 files: loaded_files_digest(&config),
                 config: Arc::new(config),
@@ -121,6 +164,16 @@ impl ControlPlane {
 
     pub fn audit_path(&self) -> &Path {
         self.audit.path()
+    }
+
+    /// The fleet's store, when the table is kept in one.
+    pub fn store(&self) -> Option<&Arc<StoreSource>> {
+        self.store.as_ref()
+    }
+
+    /// `"file"` or `"store"`.
+    pub fn source_kind(&self) -> &'static str {
+        self.source.kind()
     }
 
     /// Loads the config file again and applies what changed. Unchanged text, with its certificate
@@ -159,7 +212,7 @@ impl ControlPlane {
         }
         let result = self.prepare(text, text_digest).await;
         match result {
-            Ok(prepared) => Ok(self.commit(&actor, prepared, started).await),
+            Ok(prepared) => Ok(self.commit(&actor, prepared, started, true).await),
             Err(refusal) => {
                 self.refused_digest.store(read, Ordering::Relaxed);
                 self.record_refusal(&actor, "reload", None, &refusal);
@@ -168,9 +221,65 @@ impl ControlPlane {
         }
     }
 
-    /// Changes one tenant through the config file: `decide` looks at the tenant as it is and says
-    /// which keys to set (or refuses). The file is edited, validated, written and then applied; a
-    /// change that cannot be written is not applied.
+    /// One change through the source: read what it may touch, let `edit` change that TOML (`None`:
+    /// nothing to change), check the result and write it. Refused whole, and recorded, when any
+    /// step refuses.
+    async fn change(
+        &self,
+        note: Note<'_>,
+        scope: Scope,
+        edit: impl FnOnce(&str, &GatewayConfig) -> Result<Option<String>, Refusal>,
+    ) -> Result<Outcome, Refusal> {
+        self.change_with(note, scope, &Beside::default(), edit)
+            .await
+    }
+
+    /// `change`, writing `beside` in the same transaction (a store's promotion state).
+    async fn change_with(
+        &self,
+        note: Note<'_>,
+        scope: Scope,
+        beside: &Beside,
+        edit: impl FnOnce(&str, &GatewayConfig) -> Result<Option<String>, Refusal>,
+    ) -> Result<Outcome, Refusal> {
+        let _one_at_a_time = self.one_at_a_time().await;
+        let result = async {
+            let draft = self.source.draft(self, &scope).await?;
+            let unchanged = Outcome::Unchanged {
+                generation: self.table.load().generation(),
+            };
+            let current = self.applied();
+            let Some(edited) = edit(&draft.text, &current.config)? else {
+                return Ok(unchanged);
+            };
+            let checked = match self.source.check(self, &draft, edited).await? {
+                Some(checked) => checked,
+                None if !beside.is_empty() => source::Checked::beside_only(),
+                None => return Ok(unchanged),
+            };
+            self.source
+                .write(self, draft, checked, note.clone(), beside)
+                .await
+        }
+        .await;
+        if let Err(refusal) = &result {
+            self.record_refusal(note.actor, note.action, note.tenant, refusal);
+        }
+        result
+    }
+
+    /// Changes are made one at a time: in file mode under the writer lock; with a store under its
+    /// own, since the change's table comes back through the watch, which takes the writer lock.
+    async fn one_at_a_time(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        match self.store {
+            Some(_) => self.changes.lock().await,
+            None => self.writer.lock().await,
+        }
+    }
+
+    /// Changes one tenant: `decide` looks at the tenant as it is and says which keys to set (or
+    /// refuses). The tenant's TOML is edited, validated, written and then applied; a change that
+    /// cannot be written is not applied.
     pub async fn edit_tenant(
         &self,
         actor: &Actor,
@@ -178,75 +287,174 @@ impl ControlPlane {
         id: &str,
         decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
     ) -> Result<Outcome, Refusal> {
-        let _writer = self.writer.lock().await;
-        let started = Instant::now();
-        let result = self.prepare_edit(id, decide).await;
-        let prepared = match result {
-            Ok(Some(prepared)) => prepared,
-            Ok(None) => {
-                return Ok(Outcome::Unchanged {
-                    generation: self.table.load().generation(),
-                })
-            }
-            Err(refusal) => {
-                self.record_refusal(actor, action, Some(id), &refusal);
-                return Err(refusal);
-            }
-        };
-        self.persist_and_commit(actor, action, Some(id), prepared, started)
+        self.edit_tenant_with(actor, action, id, &Beside::default(), decide)
             .await
     }
 
-    /// Writes a prepared change to the config file, then applies it. An operator may have saved
-    /// while the change was prepared: the file is looked at again just before writing, so their
-    /// edit is never written over.
-    async fn persist_and_commit(
+    /// `edit_tenant`, writing `beside` in the same transaction (a store's promotion state).
+    pub(crate) async fn edit_tenant_with(
         &self,
         actor: &Actor,
         action: &str,
-        tenant: Option<&str>,
-        prepared: Prepared,
-        started: Instant,
+        id: &str,
+        beside: &Beside,
+        decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
     ) -> Result<Outcome, Refusal> {
-        if let Err(refusal) = self.file.write(&self.applied(), &prepared.text).await {
-            self.record_refusal(actor, action, tenant, &refusal);
-            return Err(refusal);
-        }
-        Ok(self.commit(actor, prepared, started).await)
+        let note = Note {
+            actor,
+            action,
+            tenant: Some(id),
+        };
+        self.change_with(
+            note,
+            Scope::Tenant(id.to_owned()),
+            beside,
+            |text, config| {
+                let tenant = config
+                    .routing
+                    .tenant(id)
+                    .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+                let edits = decide(tenant, config)?;
+                if edits.is_empty() && beside.puts.is_empty() {
+                    return Ok(None);
+                }
+                Ok(Some(edit_tenant(text, id, &edits)?))
+            },
+        )
+        .await
+    }
+
+    /// Adds an API key (its hash and dates; the key itself never reaches the gateway) to a tenant.
+    pub async fn add_api_key(
+        &self,
+        actor: &Actor,
+        id: &str,
+        key: ApiKeyEntry,
+    ) -> Result<Outcome, Refusal> {
+        let note = Note {
+            actor,
+            action: "key.create",
+            tenant: Some(id),
+        };
+        self.change(note, Scope::Tenant(id.to_owned()), |text, config| {
+            let tenant = config
+                .routing
+                .tenant(id)
+                .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+            if tenant.api_keys.iter().any(|k| k.id == key.id) {
+                return Err(Refusal::Conflict(format!(
+                    "tenant {id} has a key {:?} already",
+                    key.id
+                )));
+            }
+            Ok(Some(edit::add_api_key(text, id, &key)?))
+        })
+        .await
+    }
+
+    /// Marks a tenant's key revoked as of `when` (RFC 3339).
+    pub async fn revoke_api_key(
+        &self,
+        actor: &Actor,
+        id: &str,
+        key_id: &str,
+        when: &str,
+    ) -> Result<Outcome, Refusal> {
+        let note = Note {
+            actor,
+            action: "key.revoke",
+            tenant: Some(id),
+        };
+        self.change(note, Scope::Tenant(id.to_owned()), |text, config| {
+            let tenant = config
+                .routing
+                .tenant(id)
+                .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+            if !tenant.api_keys.iter().any(|k| k.id == key_id) {
+                return Err(Refusal::UnknownKey {
+                    tenant: id.to_owned(),
+                    key: key_id.to_owned(),
+                });
+            }
+            Ok(edit::revoke_api_key(text, id, key_id, when)?)
+        })
+        .await
     }
 
     /// Merges a tenant file into the config (`tenants push`): plans it, and unless it is a dry run
     /// or has conflicts under `fail`, writes and applies it like any other change.
     pub async fn import(&self, actor: Actor, request: ImportRequest) -> Result<Imported, Refusal> {
         const ACTION: &str = "tenants.push";
-        let _writer = self.writer.lock().await;
-        let started = Instant::now();
-        let (plan, prepared) = match self.prepare_import(&request).await {
-            Ok(planned) => planned,
-            Err(refusal) => {
-                if !request.dry_run {
-                    self.record_refusal(&actor, ACTION, None, &refusal);
-                }
-                return Err(refusal);
-            }
+        let _one_at_a_time = self.one_at_a_time().await;
+        let note = Note {
+            actor: &actor,
+            action: ACTION,
+            tenant: None,
         };
+        let result = self.import_steps(note.clone(), &request).await;
+        if let Err(refusal) = &result {
+            if !request.dry_run {
+                self.record_refusal(&actor, ACTION, None, refusal);
+            }
+        }
+        result
+    }
+
+    async fn import_steps(
+        &self,
+        note: Note<'_>,
+        request: &ImportRequest,
+    ) -> Result<Imported, Refusal> {
         let generation = self.table.load().generation();
+        if let Some(expected) = request.expected_generation {
+            if expected != generation {
+                return Err(Refusal::Conflict(format!(
+                    "the routing table changed since the plan was made (generation {expected}, now {generation}); push again to see the new plan"
+                )));
+            }
+        }
+        check_fragment(Path::new(&request.source), &request.fragment).map_err(Refusal::Invalid)?;
+        let fragment: toml_edit::DocumentMut = request
+            .fragment
+            .parse()
+            .map_err(|e: toml_edit::TomlError| Refusal::BadRequest(e.to_string()))?;
+        let scope = Scope::Entries(
+            crate::config::shared::split(&fragment)
+                .entries
+                .into_iter()
+                .map(|(entity, _)| entity)
+                .collect(),
+        );
+        let draft = self.source.draft(self, &scope).await?;
+        let current = self.applied();
+        let plan = plan_import(
+            &draft.text,
+            &current.config,
+            &fragment,
+            request.on_conflict,
+            request.with_keys,
+        )?;
+        let checked = match &plan.text {
+            Some(text) if plan.conflicts() == 0 => {
+                self.source.check(self, &draft, text.clone()).await?
+            }
+            _ => None,
+        };
         if request.dry_run {
             return Ok(Imported {
-                changes: prepared.map(|p| p.changes).unwrap_or_default(),
+                changes: checked.map(|c| c.changes).unwrap_or_default(),
                 plan,
                 outcome: None,
                 generation,
             });
         }
         if plan.conflicts() > 0 {
-            let refusal = Refusal::PushConflict(Box::new(plan));
-            self.record_refusal(&actor, ACTION, None, &refusal);
-            return Err(refusal);
+            return Err(Refusal::PushConflict(Box::new(plan)));
         }
-        let outcome = match prepared {
-            Some(prepared) => {
-                self.persist_and_commit(&actor, ACTION, None, prepared, started)
+        let outcome = match checked {
+            Some(checked) => {
+                self.source
+                    .write(self, draft, checked, note, &Beside::default())
                     .await?
             }
             None => Outcome::Unchanged { generation },
@@ -259,46 +467,101 @@ impl ControlPlane {
         })
     }
 
-    async fn prepare_import(
-        &self,
-        request: &ImportRequest,
-    ) -> Result<(ImportPlan, Option<Prepared>), Refusal> {
-        let generation = self.table.load().generation();
-        if let Some(expected) = request.expected_generation {
-            if expected != generation {
-                return Err(Refusal::Conflict(format!(
-                    "the routing table changed since the plan was made (generation {expected}, now {generation}); push again to see the new plan"
+    /// Makes a routing file the fleet's table (`tenantgate apply`): planned against the store, and
+    /// unless it is a dry run, written guarded by the revision the plan was made at (or the one the
+    /// client saw its plan at).
+    pub async fn apply(&self, actor: Actor, request: ApplyRequest) -> Result<ApplyAnswer, Refusal> {
+        const ACTION: &str = "apply";
+        let result = async {
+            let Some(store) = self.store.as_ref() else {
+                return Err(Refusal::NotAStore(
+                    "apply writes a fleet's store; edit this gateway's file, or push tenants to it (tenantgate tenants push)".into(),
+                ));
+            };
+            let _one_at_a_time = self.one_at_a_time().await;
+            let at = store
+                .store
+                .ping()
+                .await
+                .map_err(|e| Refusal::StoreUnavailable(e.to_string()))?;
+            if !store.caught_up(at).await {
+                return Err(Refusal::StoreUnavailable(format!(
+                    "this instance has not caught up with the store's revision {at}"
                 )));
             }
-        }
-        let current = self.applied();
-        self.file.read_unchanged(&current).await?;
-        check_fragment(Path::new(&request.source), &request.fragment).map_err(Refusal::Invalid)?;
-        let fragment: toml_edit::DocumentMut = request
-            .fragment
-            .parse()
-            .map_err(|e: toml_edit::TomlError| Refusal::BadRequest(e.to_string()))?;
-        let plan = plan_import(
-            &current.text,
-            &current.config,
-            &fragment,
-            request.on_conflict,
-            request.with_keys,
-        )?;
-        let prepared = match &plan.text {
-            Some(text) if plan.conflicts() == 0 => {
-                Some(self.prepare(text.clone(), digest(text)).await?)
+            let entries = store.entries();
+            let current = self.applied();
+            let origin = store.store.origin();
+            let text = request.text.clone();
+            let source = request.source.clone();
+            let prune = request.prune;
+            let (mut plan, _) = tokio::task::spawn_blocking(move || {
+                let instance = apply::Instance {
+                    path: &current.config.path,
+                    text: &current.text,
+                    origin: &origin,
+                };
+                let file = apply::RoutingFile {
+                    path: Path::new(&source),
+                    text: &text,
+                    prune,
+                };
+                apply::plan_apply(Some(&current.config), instance, &entries, file)
+            })
+            .await
+            .map_err(|e| Refusal::Conflict(format!("planning failed: {e}")))??;
+            if request.dry_run || plan.writes.is_empty() {
+                return Ok(ApplyAnswer {
+                    plan,
+                    revisions: Vec::new(),
+                });
             }
-            _ => None,
-        };
-        Ok((plan, prepared))
+            if let Some(expected) = request.expected_revision {
+                plan.revision = expected;
+            }
+            let revisions = apply::write_apply(
+                &store.store,
+                store.config.max_txn_ops,
+                store.instance(),
+                &actor.to_string(),
+                &plan,
+            )
+            .await?;
+            if let Some(&last) = revisions.last() {
+                if !store.caught_up(last).await {
+                    tracing::warn!(revision = last, "an apply written to the store has not come back through the watch yet");
+                }
+            }
+            Ok(ApplyAnswer { plan, revisions })
+        }
+        .await;
+        if let Err(refusal) = &result {
+            if !request.dry_run {
+                self.record_refusal(&actor, ACTION, None, refusal);
+            }
+        }
+        result
     }
 
     /// The tenant's entry, pools and plan as a tenant file (`tenants pull`).
     pub fn export(&self, id: &str, with_keys: bool, source: &str) -> Result<String, Refusal> {
         let applied = self.applied();
+        let tenant = applied
+            .config
+            .routing
+            .tenant(id)
+            .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+        let mut entries = vec![Entity::Tenant(id.to_owned())];
+        entries.extend(
+            std::iter::once(tenant.pool.as_str())
+                .chain(tenant.previous_pool.as_deref())
+                .chain(tenant.canary.as_ref().map(|c| c.pool.as_str()))
+                .map(|p| Entity::Pool(p.to_owned())),
+        );
+        entries.extend(tenant.plan.iter().map(|p| Entity::Plan(p.clone())));
+        let text = self.source.read(self, &Scope::Entries(entries));
         transfer::export(
-            &applied.text,
+            &text,
             &applied.config,
             self.table.load().generation(),
             id,
@@ -307,33 +570,27 @@ impl ControlPlane {
         )
     }
 
+    /// Every shared entry as one routing file (`tenantgate export`), and the generation it is of.
+    pub fn export_all(&self) -> (String, u64) {
+        self.source.export(self)
+    }
+
     /// The latest audit entries about a tenant, oldest first (none if the log cannot be read).
-    pub fn recent_changes(&self, tenant: &str, n: usize) -> Vec<Value> {
-        self.audit.recent(tenant, n).unwrap_or_else(|e| {
-            tracing::warn!(path = %self.audit.path().display(), error = %e, "cannot read the audit log");
+    pub async fn recent_changes(&self, tenant: &str, n: usize) -> Vec<Value> {
+        let query = AuditQuery {
+            tenant: Some(tenant.to_owned()),
+            since: None,
+            limit: Some(n),
+        };
+        self.audit_records(&query).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the audit log");
             Vec::new()
         })
     }
 
-    async fn prepare_edit(
-        &self,
-        id: &str,
-        decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
-    ) -> Result<Option<Prepared>, Refusal> {
-        let current = self.applied();
-        self.file.read_unchanged(&current).await?;
-        let tenant = current
-            .config
-            .routing
-            .tenant(id)
-            .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
-        let edits = decide(tenant, &current.config)?;
-        if edits.is_empty() {
-            return Ok(None);
-        }
-        let text = edit_tenant(&current.text, id, &edits)?;
-        let edited = digest(&text);
-        self.prepare(text, edited).await.map(Some)
+    /// Audit records (this instance's log, or the fleet's), oldest first.
+    pub async fn audit_records(&self, query: &AuditQuery) -> Result<Vec<Value>, Refusal> {
+        self.source.audit(self, query).await
     }
 
     /// Parses, validates, diffs and builds, on a blocking thread (a large file takes a while).
@@ -341,8 +598,15 @@ impl ControlPlane {
         let current = self.applied();
         let previous = self.table.load();
         let path = self.file.path().to_path_buf();
+        let source = Arc::clone(&self.source);
+        // A file's table counts its own generations; a store's are its revisions, which an
+        // instance's own settings do not change.
+        let generation = match self.store {
+            Some(_) => previous.generation(),
+            None => previous.generation() + 1,
+        };
         let prepared = tokio::task::spawn_blocking(move || {
-            let config = load_str(&path, &text).map_err(Refusal::Invalid)?;
+            let config = source.load(&path, &text).map_err(Refusal::Invalid)?;
             let changes = diff(&current.config, &config);
             let restart: Vec<Change> = changes
                 .iter()
@@ -352,9 +616,8 @@ impl ControlPlane {
             if !restart.is_empty() {
                 return Err(Refusal::NeedsRestart(restart));
             }
-            let table = (!changes.is_empty()).then(|| {
-                RoutingTable::build(&config.routing, previous.generation() + 1, Some(&previous))
-            });
+            let table = (!changes.is_empty())
+                .then(|| RoutingTable::build(&config.routing, generation, Some(&previous)));
             Ok(Prepared {
                 config,
                 changes,
@@ -372,7 +635,13 @@ impl ControlPlane {
     }
 
     /// Puts a prepared change in use: probes its new upstreams, swaps the table, records it.
-    async fn commit(&self, actor: &Actor, prepared: Prepared, started: Instant) -> Outcome {
+    async fn commit(
+        &self,
+        actor: &Actor,
+        prepared: Prepared,
+        started: Instant,
+        audit: bool,
+    ) -> Outcome {
         let Prepared {
             config,
             changes,
@@ -410,8 +679,8 @@ impl ControlPlane {
             } => (*generation, changes.as_slice(), "applied"),
             Outcome::Unchanged { generation } => (*generation, &[][..], "unchanged"),
         };
-        self.audit.record(
-            &changes
+        if audit && !changes.is_empty() {
+            let entries = changes
                 .iter()
                 .map(|c| {
                     let (old, new) = c.values();
@@ -426,8 +695,9 @@ impl ControlPlane {
                         reason: None,
                     }
                 })
-                .collect::<Vec<_>>(),
-        );
+                .collect();
+            self.source.record(self, entries);
+        }
         Metrics::get().observe_reload(result, started.elapsed().as_secs_f64());
         tracing::info!(
             %actor,
@@ -458,16 +728,19 @@ impl ControlPlane {
         refusal: &Refusal,
     ) {
         let generation = self.table.load().generation();
-        self.audit.record(&[AuditEntry {
-            actor: actor.clone(),
-            action: action.to_owned(),
-            tenant: tenant.map(str::to_owned),
-            old: Value::Null,
-            new: Value::Null,
-            generation,
-            applied: false,
-            reason: Some(refusal.to_string()),
-        }]);
+        self.source.record(
+            self,
+            vec![AuditEntry {
+                actor: actor.clone(),
+                action: action.to_owned(),
+                tenant: tenant.map(str::to_owned),
+                old: Value::Null,
+                new: Value::Null,
+                generation,
+                applied: false,
+                reason: Some(refusal.to_string()),
+            }],
+        );
         Metrics::get().observe_reload(refusal.code(), 0.0);
         tracing::warn!(%actor, action, tenant, error = %refusal, "routing table change refused");
         self.last.store(Arc::new(Some(LastChange {
@@ -490,16 +763,19 @@ impl ControlPlane {
         new: Value,
         reason: Option<String>,
     ) {
-        self.audit.record(&[AuditEntry {
-            actor: actor.clone(),
-            action: action.to_owned(),
-            tenant: Some(tenant.to_owned()),
-            old: Value::Null,
-            new,
-            generation: self.table.load().generation(),
-            applied: true,
-            reason,
-        }]);
+        self.source.record(
+            self,
+            vec![AuditEntry {
+                actor: actor.clone(),
+                action: action.to_owned(),
+                tenant: Some(tenant.to_owned()),
+                old: Value::Null,
+                new,
+                generation: self.table.load().generation(),
+                applied: true,
+                reason,
+            }],
+        );
     }
 
     pub(crate) fn promotion(&self, tenant: &str) -> Option<Arc<PromotionRun>> {

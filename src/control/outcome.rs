@@ -69,6 +69,14 @@ pub enum Refusal {
     BadRequest(String),
     #[error("pool {pool:?} does not pass its health check now: {failures}")]
     Unhealthy { pool: String, failures: String },
+    #[error("tenant {tenant:?} has no key {key:?}")]
+    UnknownKey { tenant: String, key: String },
+    #[error("the store cannot be reached, so no change can be made now (the table in use keeps serving): {0}")]
+    StoreUnavailable(String),
+    #[error("the store refused the change: {0}")]
+    StoreRefused(String),
+    #[error("this gateway keeps its routing table in its config file, not in a store: {0}")]
+    NotAStore(String),
     #[error("{} of the pushed entries exist here with other contents (--on-conflict skip, overwrite or rename pushes anyway): {}", .0.conflicts(), conflict_list(.0))]
     PushConflict(Box<ImportPlan>),
 }
@@ -102,6 +110,10 @@ impl Refusal {
             Refusal::Edit(_) => "config_not_editable",
             Refusal::UnknownTenant(_) => "unknown_tenant",
             Refusal::UnknownPool(_) => "unknown_pool",
+            Refusal::UnknownKey { .. } => "unknown_key",
+            Refusal::StoreUnavailable(_) => "store_unavailable",
+            Refusal::StoreRefused(_) => "store_refused",
+            Refusal::NotAStore(_) => "not_a_store",
             Refusal::Conflict(_) => "conflict",
             Refusal::BadRequest(_) => "bad_request",
             Refusal::Unhealthy { .. } => "pool_unhealthy",
@@ -112,7 +124,10 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::Invalid(_) | Refusal::BadRequest(_) => 422,
-            Refusal::UnknownTenant(_) | Refusal::UnknownPool(_) => 404,
+            Refusal::UnknownTenant(_) | Refusal::UnknownPool(_) | Refusal::UnknownKey { .. } => 404,
+            Refusal::StoreUnavailable(_) => 503,
+            Refusal::StoreRefused(_) => 502,
+            Refusal::NotAStore(_) => 409,
             Refusal::NeedsRestart(_)
             | Refusal::Diverged
             | Refusal::Conflict(_)

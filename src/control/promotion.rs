@@ -6,7 +6,7 @@
 //! middle comes back at the last step applied, with no runner: the state shows as `paused`, and the
 //! operator promotes again or rolls back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -14,8 +14,10 @@ use serde_json::{json, Value};
 
 use super::audit::Actor;
 use super::edit::TenantEdit;
+use super::source::Beside;
 use super::{ControlPlane, Outcome, Refusal};
 use crate::config::model::CanaryConfig;
+use crate::store::keys;
 use crate::tenant::TenantStatus;
 use crate::upstream::health::probe_now;
 
@@ -91,6 +93,9 @@ pub struct PromotionRun {
     pub steps: Vec<u8>,
     cancelled: AtomicBool,
     state: Mutex<PromotionState>,
+    /// With a store: the revision of the promotion's record this run last wrote (its next step is
+    /// written only if nobody else wrote the record since: a rollback, another instance).
+    record_revision: AtomicI64,
 }
 
 impl PromotionRun {
@@ -104,6 +109,7 @@ impl PromotionRun {
                 step: 0,
                 percent: 0,
             }),
+            record_revision: AtomicI64::new(0),
         }
     }
 
@@ -165,7 +171,10 @@ fn merge(mut a: Value, b: Value) -> Value {
 fn transient(refusal: &Refusal) -> bool {
     matches!(
         refusal,
-        Refusal::Diverged | Refusal::Read { .. } | Refusal::Persist(_)
+        Refusal::Diverged
+            | Refusal::Read { .. }
+            | Refusal::Persist(_)
+            | Refusal::StoreUnavailable(_)
     )
 }
 
@@ -202,6 +211,14 @@ impl ControlPlane {
         if let Err(refusal) = promotable(tenant.status, &tenant.pool, &request.pool, id) {
             return refused(refusal);
         }
+        if let Some(record) = self.fleet_record(id) {
+            if record.state == RUNNING {
+                return refused(Refusal::Conflict(format!(
+                    "tenant {id:?} is already being promoted to {:?} (run by instance {})",
+                    record.to, record.instance
+                )));
+            }
+        }
         let run = Arc::new(PromotionRun::new(
             tenant.pool.clone(),
             request.pool.clone(),
@@ -221,7 +238,7 @@ impl ControlPlane {
             return refused(refusal);
         }
         let first = request.steps.first().copied().unwrap_or(100);
-        let outcome = match self.step(&actor, id, &run, first, None).await {
+        let outcome = match self.step(&actor, id, &run, &request, 0, None).await {
             Ok(outcome) => outcome,
             Err(refusal) => {
                 run.advance(PromotionState::Stopped {
@@ -235,7 +252,7 @@ impl ControlPlane {
             percent => PromotionState::Running { step: 1, percent },
         });
         if first < 100 && run.is_running() {
-            tokio::spawn(Arc::clone(self).run_steps(id.to_owned(), run, request));
+            tokio::spawn(Arc::clone(self).run_steps(id.to_owned(), run, request, 1));
         }
         Ok(outcome)
     }
@@ -245,8 +262,9 @@ impl ControlPlane {
     pub async fn rollback(self: &Arc<Self>, actor: Actor, id: &str) -> Result<Outcome, Refusal> {
         let reason = format!("rolled back by {actor}");
         let run = self.promotion(id);
+        let beside = self.fleet_end(id, ROLLED_BACK, &reason, false);
         let outcome = self
-            .edit_tenant(&actor, "tenant.rollback", id, |t, _| {
+            .edit_tenant_with(&actor, "tenant.rollback", id, &beside, |t, _| {
                 // Under the writer lock: a step of the promotion cannot slip in between.
                 if let Some(run) = run.as_ref().filter(|r| r.is_running()) {
                     run.cancel();
@@ -255,8 +273,11 @@ impl ControlPlane {
                     Ok(vec![TenantEdit::Canary(None)])
                 } else if let Some(previous) = &t.previous_pool {
                     Ok(vec![TenantEdit::Pool(previous.clone()), TenantEdit::PreviousPool(None)])
-                } else if run.as_ref().is_some_and(|r| r.is_cancelled()) {
-                    // A promotion stopped before its first step changed anything.
+                } else if run.as_ref().is_some_and(|r| r.is_cancelled())
+                    || !beside.puts.is_empty()
+                {
+                    // A promotion stopped before its first step changed anything (here, or on
+                    // another instance of the fleet).
                     Ok(Vec::new())
                 } else {
                     Err(Refusal::Conflict(format!(
@@ -322,9 +343,12 @@ impl ControlPlane {
         actor: &Actor,
         id: &str,
         run: &PromotionRun,
-        percent: u8,
+        request: &PromotionRequest,
+        index: usize,
         after: Option<u8>,
     ) -> Result<Outcome, Refusal> {
+        let percent = request.steps.get(index).copied().unwrap_or(100);
+        let beside = self.fleet_step(id, run, request, index);
         let edits = match percent {
             100 => vec![
                 TenantEdit::Pool(run.to.clone()),
@@ -336,31 +360,38 @@ impl ControlPlane {
                 percent,
             }))],
         };
-        self.edit_tenant(actor, "tenant.promote", id, |t, _| {
-            // Checked under the writer lock, so a rollback and a step never interleave.
-            if run.is_cancelled() {
-                return Err(Refusal::Conflict("the promotion was rolled back".into()));
-            }
-            promotable(t.status, &t.pool, &run.to, id)?;
-            if t.pool != run.from {
-                return Err(Refusal::Conflict(format!(
-                    "tenant moved to {:?} during the promotion",
-                    t.pool
-                )));
-            }
-            let expected = after.map(|percent| CanaryConfig {
-                pool: run.to.clone(),
-                percent,
-            });
-            let resumes = after.is_none() && t.canary.as_ref().is_some_and(|c| c.pool == run.to);
-            if t.canary != expected && !resumes {
-                return Err(Refusal::Conflict(
-                    "the tenant's canary was changed outside the promotion".into(),
-                ));
-            }
-            Ok(edits)
-        })
-        .await
+        let outcome = self
+            .edit_tenant_with(actor, "tenant.promote", id, &beside, |t, _| {
+                // Checked under the writer lock, so a rollback and a step never interleave.
+                if run.is_cancelled() {
+                    return Err(Refusal::Conflict("the promotion was rolled back".into()));
+                }
+                promotable(t.status, &t.pool, &run.to, id)?;
+                if t.pool != run.from {
+                    return Err(Refusal::Conflict(format!(
+                        "tenant moved to {:?} during the promotion",
+                        t.pool
+                    )));
+                }
+                let expected = after.map(|percent| CanaryConfig {
+                    pool: run.to.clone(),
+                    percent,
+                });
+                let resumes =
+                    after.is_none() && t.canary.as_ref().is_some_and(|c| c.pool == run.to);
+                if t.canary != expected && !resumes {
+                    return Err(Refusal::Conflict(
+                        "the tenant's canary was changed outside the promotion".into(),
+                    ));
+                }
+                Ok(edits)
+            })
+            .await;
+        if let Ok(Outcome::Applied { generation, .. }) = &outcome {
+            run.record_revision
+                .store(i64::try_from(*generation).unwrap_or(0), Ordering::Relaxed);
+        }
+        outcome
     }
 
     /// Retries a promotion's own change while it is refused for a moment only.
@@ -389,14 +420,17 @@ impl ControlPlane {
         id: String,
         run: Arc<PromotionRun>,
         request: PromotionRequest,
+        from: usize,
     ) {
-        let mut previous = request.steps.first().copied();
-        for (index, &percent) in request.steps.iter().enumerate().skip(1) {
-            let before = self.canary_snapshot(&id);
+        let mut previous = from
+            .checked_sub(1)
+            .and_then(|i| request.steps.get(i).copied());
+        for (index, &percent) in request.steps.iter().enumerate().skip(from) {
+            let before = self.canary_counts(&id, &run.to).await;
             if !pause(&run, request.pause).await {
                 return;
             }
-            let (requests, failures) = delta(before, self.canary_snapshot(&id));
+            let (requests, failures) = delta(&before, &self.canary_counts(&id, &run.to).await);
             if let Gate::Trip { requests, failures } = gate(
                 requests,
                 failures,
@@ -411,7 +445,7 @@ impl ControlPlane {
                 return;
             }
             let stepped = self
-                .with_retries(|| self.step(&Actor::Promotion, &id, &run, percent, previous))
+                .with_retries(|| self.step(&Actor::Promotion, &id, &run, &request, index, previous))
                 .await;
             if let Err(e) = stepped {
                 if !run.is_cancelled() {
@@ -441,9 +475,10 @@ impl ControlPlane {
     }
 
     async fn auto_rollback(&self, id: &str, run: &PromotionRun, reason: String) {
+        let beside = self.fleet_end(id, ROLLED_BACK, &reason, true);
         let undone = self
             .with_retries(|| {
-                self.edit_tenant(&Actor::Promotion, "tenant.rollback", id, |t, _| {
+                self.edit_tenant_with(&Actor::Promotion, "tenant.rollback", id, &beside, |t, _| {
                     if run.is_cancelled() {
                         return Err(Refusal::Conflict("the promotion was rolled back".into()));
                     }
@@ -479,12 +514,43 @@ impl ControlPlane {
         }
     }
 
-    fn canary_snapshot(&self, id: &str) -> (u64, u64) {
-        let table = self.table().load();
-        table
-            .tenant_by_id(id)
-            .and_then(|t| t.canary.as_ref())
-            .map_or((0, 0), |c| c.stats.snapshot())
+    /// The canary's `(requests, failures)` so far: this instance's own counters, or with a store
+    /// every instance's, as each publishes them, by instance.
+    async fn canary_counts(&self, id: &str, pool: &str) -> Counts {
+        let own = || {
+            let table = self.table().load();
+            let counts = table
+                .tenant_by_id(id)
+                .and_then(|t| t.canary.as_ref())
+                .map_or((0, 0), |c| c.stats.snapshot());
+            Counts::from([(String::new(), counts)])
+        };
+        let Some(store) = self.store() else {
+            return own();
+        };
+        match store
+            .store
+            .snapshot(&format!("{}{id}/", keys::CANARY), None)
+            .await
+        {
+            Ok(snapshot) => snapshot
+                .kvs
+                .iter()
+                .filter_map(|kv| {
+                    let count: CanaryCount = serde_json::from_str(&kv.value).ok()?;
+                    let instance = kv.key.rsplit('/').next()?.to_owned();
+                    (count.pool == pool).then_some((instance, (count.requests, count.failures)))
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(tenant = id, error = %e, "cannot read the fleet's canary counts; judging this instance's alone");
+                let mut counts = own();
+                if let Some(mine) = counts.remove("") {
+                    counts.insert(store.instance().to_owned(), mine);
+                }
+                counts
+            }
+        }
     }
 }
 
@@ -502,11 +568,313 @@ fn promotable(status: TenantStatus, current: &str, target: &str, id: &str) -> Re
     Ok(())
 }
 
-fn delta(before: (u64, u64), after: (u64, u64)) -> (u64, u64) {
-    (
-        after.0.saturating_sub(before.0),
-        after.1.saturating_sub(before.1),
-    )
+/// Canary `(requests, failures)` by instance (`""`: this one, without a store).
+type Counts = std::collections::BTreeMap<String, (u64, u64)>;
+
+/// What happened between two counts, per instance: an instance that appeared counts from zero, one
+/// that restarted (its counters went down) from its restart.
+fn delta(before: &Counts, after: &Counts) -> (u64, u64) {
+    after.iter().fold((0, 0), |(r, f), (instance, now)| {
+        let was = before.get(instance).copied().unwrap_or((0, 0));
+        let (dr, df) = match now.0 < was.0 {
+            true => *now,
+            false => (now.0 - was.0, now.1.saturating_sub(was.1)),
+        };
+        (r + dr, f + df)
+    })
+}
+
+/// One instance's canary counts for a tenant, as it publishes them in the store.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CanaryCount {
+    pub pool: String,
+    pub requests: u64,
+    pub failures: u64,
+}
+
+const RUNNING: &str = "running";
+const COMPLETED: &str = "completed";
+const ROLLED_BACK: &str = "rolled_back";
+
+/// A stepped promotion as the fleet's store keeps it (`promotions/<tenant>`): what it was asked
+/// to do, the step it is at, and the instance running it. Another instance resumes it from here.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FleetRecord {
+    pub from: String,
+    pub to: String,
+    pub steps: Vec<u8>,
+    pub pause_ms: u64,
+    pub max_error_rate: f64,
+    pub min_requests: u64,
+    /// Steps applied so far, and the share the last one set.
+    pub step: usize,
+    pub percent: u8,
+    /// `running`, `completed` or `rolled_back`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub instance: String,
+    pub updated: String,
+}
+
+impl FleetRecord {
+    fn request(&self) -> PromotionRequest {
+        PromotionRequest {
+            pool: self.to.clone(),
+            steps: self.steps.clone(),
+            pause: Duration::from_millis(self.pause_ms),
+            max_error_rate: self.max_error_rate,
+            min_requests: self.min_requests,
+        }
+    }
+
+    /// The view `GET /tenants/{id}` gives of it; `locked_by` is the instance holding its lock.
+    pub fn to_json(&self, locked_by: Option<&str>) -> Value {
+        let state = match (self.state.as_str(), locked_by) {
+            (RUNNING, None) => "paused",
+            (state, _) => state,
+        };
+        let mut view = json!({
+            "state": state,
+            "from": self.from,
+            "to": self.to,
+            "steps": self.steps,
+            "step": self.step,
+            "of": self.steps.len(),
+            "percent": self.percent,
+            "instance": locked_by.unwrap_or(&self.instance),
+            "updated": self.updated,
+            "reason": self.reason,
+        });
+        if state == "paused" {
+            view["reason"] = json!(format!(
+                "instance {} that ran it stopped; another instance of the fleet takes it over when its lock expires",
+                self.instance
+            ));
+        }
+        view
+    }
+}
+
+impl ControlPlane {
+    /// The fleet's record of the tenant's promotion, when the table is in a store and it has one.
+    pub fn fleet_record(&self, id: &str) -> Option<FleetRecord> {
+        let store = self.store()?;
+        let entries = store.entries();
+        serde_json::from_str(&entries.promotions.get(id)?.value).ok()
+    }
+
+    /// The instance that holds the lock of the tenant's promotion.
+    pub fn fleet_lock(&self, id: &str) -> Option<String> {
+        let store = self.store()?;
+        store.entries().locks.get(id).map(|kv| kv.value.clone())
+    }
+
+    /// With a store, what a step writes beside the tenant: the record at its new step, and the
+    /// lock (taken by the first step, held by the others, released by the last).
+    fn fleet_step(
+        &self,
+        id: &str,
+        run: &PromotionRun,
+        request: &PromotionRequest,
+        index: usize,
+    ) -> Beside {
+        let Some(store) = self.store() else {
+            return Beside::default();
+        };
+        let percent = request.steps.get(index).copied().unwrap_or(100);
+        let record = FleetRecord {
+            from: run.from.clone(),
+            to: run.to.clone(),
+            steps: request.steps.clone(),
+            pause_ms: u64::try_from(request.pause.as_millis()).unwrap_or(u64::MAX),
+            max_error_rate: request.max_error_rate,
+            min_requests: request.min_requests,
+            step: index + 1,
+            percent,
+            state: if percent == 100 { COMPLETED } else { RUNNING }.to_owned(),
+            reason: None,
+            instance: store.instance().to_owned(),
+            updated: super::now(),
+        };
+        let record_key = keys::promotion(id);
+        let lock = keys::promotion_lock(id);
+        let value = serde_json::to_string(&record).unwrap_or_default();
+        let mut beside = Beside {
+            puts: vec![(record_key.clone(), value, false)],
+            ..Beside::default()
+        };
+        let ours = run.record_revision.load(Ordering::Relaxed);
+        match (index, percent) {
+            // A promotion at once holds no lock.
+            (0, 100) => beside.absent.push(lock),
+            (0, _) => {
+                beside.absent.push(lock.clone());
+                beside.puts.push((lock, store.instance().to_owned(), true));
+            }
+            (_, 100) => {
+                beside.held.push(lock.clone());
+                beside.unchanged.push((record_key, ours));
+                beside.deletes.push(lock);
+            }
+            _ => {
+                beside.held.push(lock);
+                beside.unchanged.push((record_key, ours));
+            }
+        }
+        beside
+    }
+
+    /// With a store, what ending a promotion writes beside the tenant: the record's end, and the
+    /// lock removed. `ours`: it is this instance's run ending (it must still hold the lock).
+    fn fleet_end(&self, id: &str, state: &str, reason: &str, ours: bool) -> Beside {
+        let Some(store) = self.store() else {
+            return Beside::default();
+        };
+        let entries = store.entries();
+        let Some((kv, mut record)) = entries.promotions.get(id).and_then(|kv| {
+            let record: FleetRecord = serde_json::from_str(&kv.value).ok()?;
+            Some((kv, record))
+        }) else {
+            return Beside::default();
+        };
+        if record.state != RUNNING {
+            return Beside::default();
+        }
+        record.state = state.to_owned();
+        record.reason = Some(reason.to_owned());
+        record.instance = store.instance().to_owned();
+        record.updated = super::now();
+        let lock = keys::promotion_lock(id);
+        Beside {
+            puts: vec![(
+                keys::promotion(id),
+                serde_json::to_string(&record).unwrap_or_default(),
+                false,
+            )],
+            deletes: vec![lock.clone()],
+            held: if ours { vec![lock] } else { Vec::new() },
+            unchanged: vec![(keys::promotion(id), kv.mod_revision)],
+            absent: Vec::new(),
+        }
+    }
+
+    /// After each revision: promotions of the fleet whose runner is gone are taken over by one
+    /// instance (the first to take the lock), and runs of this instance that the store says are
+    /// over (rolled back elsewhere) stop.
+    pub(crate) async fn promotions_follow_store(self: &Arc<Self>) {
+        let Some(store) = self.store().cloned() else {
+            return;
+        };
+        let entries = store.entries();
+        for (id, kv) in entries.promotions.iter() {
+            let Ok(record) = serde_json::from_str::<FleetRecord>(&kv.value) else {
+                continue;
+            };
+            let local = self.promotion(id);
+            if record.state != RUNNING {
+                if let Some(run) = local.filter(|r| r.is_running()) {
+                    run.cancel();
+                    run.end(match record.state.as_str() {
+                        ROLLED_BACK => PromotionState::RolledBack {
+                            reason: record.reason.clone().unwrap_or_default(),
+                        },
+                        _ => PromotionState::Completed,
+                    });
+                }
+                continue;
+            }
+            let locked = entries.locks.contains_key(id);
+            let ours = local.as_ref().is_some_and(|r| r.is_running());
+            if !locked && !ours {
+                let plane = Arc::clone(self);
+                let id = id.clone();
+                let revision = kv.mod_revision;
+                tokio::spawn(async move { plane.take_over(id, record, revision).await });
+            }
+        }
+    }
+
+    /// Resumes a promotion whose instance stopped: takes its lock (only if nobody has, and the
+    /// record is still the one seen), then runs the steps after the one the record says.
+    async fn take_over(self: Arc<Self>, id: String, record: FleetRecord, revision: i64) {
+        let Some(store) = self.store().cloned() else {
+            return;
+        };
+        let lease = store.lease.load(Ordering::Relaxed);
+        if lease == 0 {
+            return;
+        }
+        let run = Arc::new(PromotionRun::new(
+            record.from.clone(),
+            record.to.clone(),
+            record.steps.clone(),
+        ));
+        run.advance(PromotionState::Running {
+            step: record.step,
+            percent: record.percent,
+        });
+        if !self.start_promotion(&id, Arc::clone(&run)) {
+            return;
+        }
+        let mut taken = record.clone();
+        taken.instance = store.instance().to_owned();
+        taken.updated = super::now();
+        let (record_key, lock) = (keys::promotion(&id), keys::promotion_lock(&id));
+        let txn = etcd_client::Txn::new()
+            .when(vec![
+                store.store.unchanged(&lock, 0),
+                store.store.unchanged(&record_key, revision),
+            ])
+            .and_then(vec![
+                store.store.put_leased(&lock, store.instance(), lease),
+                store.store.put(
+                    &record_key,
+                    serde_json::to_string(&taken).unwrap_or_default(),
+                ),
+            ]);
+        match store.store.commit(txn).await {
+            Ok(Some(written)) => {
+                run.record_revision.store(written, Ordering::Relaxed);
+                tracing::info!(tenant = %id, step = record.step, of = record.steps.len(), from_instance = %record.instance, "took over a stepped promotion whose instance stopped");
+                self.record_event(
+                    &Actor::Promotion,
+                    "tenant.promotion_resumed",
+                    &id,
+                    json!({ "step": record.step, "percent": record.percent, "from_instance": record.instance }),
+                    None,
+                );
+                let request = record.request();
+                Arc::clone(&self)
+                    .run_steps(id, run, request, record.step)
+                    .await;
+            }
+            Ok(None) => run.end(PromotionState::Stopped {
+                reason: "another instance took the promotion over".into(),
+            }),
+            Err(e) => run.end(PromotionState::Stopped {
+                reason: format!("could not take the promotion over: {e}"),
+            }),
+        }
+    }
+
+    /// This instance's lease expired (etcd was out of reach for longer than its term): its locks
+    /// are gone, and another instance may have taken its promotions over.
+    pub(crate) async fn lease_lost(&self) {
+        let runs: Vec<Arc<PromotionRun>> = self
+            .promotions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|r| r.is_running())
+            .cloned()
+            .collect();
+        for run in runs {
+            run.cancel();
+            run.end(PromotionState::Stopped {
+                reason: "this instance lost its lease on the store; the promotion is resumed by another instance".into(),
+            });
+        }
+    }
 }
 
 /// Waits `duration`, or less if the promotion is cancelled; true when it was not.

@@ -97,6 +97,14 @@ pub struct Metrics {
     redis_up: [std::sync::OnceLock<IntGauge>; 2],
     redis_errors: [IntCounter; 2],
     fallbacks: [IntCounter; 2],
+    /// Registered with the first call, so a gateway without a store shows none.
+    store: std::sync::OnceLock<StoreGauges>,
+}
+
+struct StoreGauges {
+    up: IntGauge,
+    revision: IntGauge,
+    seen: IntGauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -294,7 +302,38 @@ impl Metrics {
             redis_up: Default::default(),
             redis_errors,
             fallbacks,
+            store: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether the store answers, and the revisions this instance has seen and serves.
+    pub fn observe_store(&self, up: bool, seen: i64) {
+        let gauges = self.store.get_or_init(|| {
+            let gauge = |name: &str, help: &str| {
+                let g = IntGauge::new(name, help).expect("static metric definition");
+                if let Err(e) = self.registry.register(Box::new(g.clone())) {
+                    tracing::error!(error = %e, "metric registration failed");
+                }
+                g
+            };
+            StoreGauges {
+                up: gauge(
+                    names::STORE_UP,
+                    "1 while this instance reaches the fleet's store (etcd)",
+                ),
+                revision: gauge(
+                    names::STORE_REVISION,
+                    "The store revision this instance's routing table is, what it serves",
+                ),
+                seen: gauge(
+                    names::STORE_SEEN_REVISION,
+                    "The last store revision this instance has taken in",
+                ),
+            }
+        });
+        gauges.up.set(i64::from(up));
+        gauges.seen.set(seen);
+        gauges.revision.set(self.generation.get());
     }
 
     /// Counts a finished request of `tenant` (`None`: it matched no tenant).

@@ -32,6 +32,13 @@ pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
 pub const LIMITER_REDIS_UP: &str = "tenantgate_limiter_redis_up";
 pub const LIMITER_REDIS_ERRORS_TOTAL: &str = "tenantgate_limiter_redis_errors_total";
 pub const LIMITER_FALLBACKS_TOTAL: &str = "tenantgate_limiter_fallbacks_total";
+/// With `[store]` only: 1 while this instance reaches the fleet's etcd.
+pub const STORE_UP: &str = "tenantgate_store_up";
+/// With `[store]` only: the store revision this instance's routing table is (what it serves).
+pub const STORE_REVISION: &str = "tenantgate_store_revision";
+/// With `[store]` only: the last store revision this instance has taken in (applied, refused, or
+/// not about the table); above `STORE_REVISION` while a refused entry is held.
+pub const STORE_SEEN_REVISION: &str = "tenantgate_store_seen_revision";
 
 /// Every metric above, for the tests that check dashboards and the exposition against this list.
 pub const ALL: &[&str] = &[
@@ -58,6 +65,9 @@ pub const ALL: &[&str] = &[
     LIMITER_REDIS_UP,
     LIMITER_REDIS_ERRORS_TOTAL,
     LIMITER_FALLBACKS_TOTAL,
+    STORE_UP,
+    STORE_REVISION,
+    STORE_SEEN_REVISION,
 ];
 
 /// Label names.

@@ -8,6 +8,8 @@
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 pub mod cli;
+pub mod etcd;
+pub mod fleet;
 pub mod load;
 pub mod metrics;
 pub mod pki;
