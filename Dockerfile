@@ -6,9 +6,10 @@
 ARG DEBIAN=trixie
 
 FROM rust:1-slim-${DEBIAN} AS build
-# Pingora's zlib-ng needs cmake and a C/C++ compiler.
+# Pingora's zlib-ng needs cmake and a C/C++ compiler; etcd-client compiles etcd's protocol with
+# protoc and the well-known .proto files.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends cmake g++ make \
+ && apt-get install -y --no-install-recommends cmake g++ make protobuf-compiler libprotobuf-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./

@@ -1,6 +1,11 @@
 //! What a reload costs before the swap: reading and validating a config file (`load_str`) and building
 //! the routing table from it (`RoutingTable::build`), for 1,000 to 100,000 tenants; and how much memory
 //! the built table holds (printed before the timings, counted by this bench's allocator).
+//!
+//! Beside them, what a change of one tenant costs as a delta (a fleet's store change): validating it
+//! against the rest (`validate_delta`) and making the next table from the one in use
+//! (`RoutingTable::apply`); and what publishing a table to the metrics costs, whole
+//! (`observe_table`) and for a delta (`observe_delta`).
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::fmt::Write as _;
@@ -8,9 +13,16 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::collections::BTreeMap;
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use mimalloc::MiMalloc;
+use tenantgate::config::load::load_with_store;
 use tenantgate::config::load_str;
+use tenantgate::config::shared::{split, Entity};
+use tenantgate::config::validate::{validate_delta, EntryChange, Mirror};
+use tenantgate::metrics::Metrics;
+use tenantgate::routing::table::TableDelta;
 use tenantgate::routing::RoutingTable;
 
 /// Counts live heap bytes, to measure what a built table keeps. Allocates with mimalloc, as the
@@ -96,14 +108,89 @@ fn reload_work(c: &mut Criterion) {
         let previous = RoutingTable::build(&config.routing, 1, None);
         group.bench_with_input(BenchmarkId::new("build_table", n), &config, |b, config| {
             b.iter(|| {
-                RoutingTable::build(black_box(&config.routing), 2, Some(&previous))
-                    .tenants()
-                    .len()
+                RoutingTable::build(black_box(&config.routing), 2, Some(&previous)).tenant_count()
             })
         });
     }
     group.finish();
 }
 
-criterion_group!(benches, reload_work);
+/// A store's entries, as the delta's validation reads them.
+struct Entries(BTreeMap<Entity, String>);
+
+impl Mirror for Entries {
+    fn text(&self, entity: &Entity) -> Option<&str> {
+        self.0.get(entity).map(String::as_str)
+    }
+
+    fn plans(&self) -> Vec<(&str, &str)> {
+        Vec::new()
+    }
+}
+
+const INSTANCE: &str = "[store]\netcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/bench\"\n";
+
+fn delta_work(c: &mut Criterion) {
+    let mut group = c.benchmark_group("one_tenant");
+    group.sample_size(20);
+    for &n in &SIZES {
+        let text = config_text(n);
+        let doc: toml_edit::DocumentMut = text.parse().expect("TOML");
+        let entries = Entries(split(&doc).entries.into_iter().collect());
+        let list: Vec<(&Entity, &str)> = entries.0.iter().map(|(e, t)| (e, t.as_str())).collect();
+        let path = Path::new("instance.toml");
+        let config = load_with_store(path, INSTANCE, "etcd:/bench/", &list).expect("valid");
+        let table = RoutingTable::build(&config.routing, 1, None);
+        let id = Entity::Tenant(format!("tenant-{}", n / 2));
+        let mut changed = Entries(entries.0.clone());
+        changed.0.insert(
+            id.clone(),
+            format!(
+                "name = \"Renamed\"\npool = \"eu\"\ndomains = [\"api.customer-{}.example\"]\n",
+                n / 2
+            ),
+        );
+        let change = [EntryChange {
+            entity: &id,
+            text: changed.text(&id),
+        }];
+        group.bench_function(BenchmarkId::new("validate_delta", n), |b| {
+            b.iter(|| {
+                validate_delta(
+                    &config,
+                    INSTANCE,
+                    &table,
+                    &changed,
+                    black_box(&change),
+                    "etcd:/bench/",
+                )
+                .map(|d| d.tenants.len())
+            })
+        });
+        let delta = validate_delta(&config, INSTANCE, &table, &changed, &change, "etcd:/bench/")
+            .expect("valid");
+        let touched = TableDelta {
+            tenants: delta.tenants.clone(),
+            pools: delta.pools.clone(),
+            hosts: delta.hosts,
+        };
+        group.bench_function(BenchmarkId::new("apply_table", n), |b| {
+            b.iter(|| {
+                table
+                    .apply(black_box(&delta.config.routing), &touched, 2)
+                    .tenant_count()
+            })
+        });
+        group.bench_function(BenchmarkId::new("publish_metrics", n), |b| {
+            b.iter(|| Metrics::get().observe_table(black_box(&table)))
+        });
+        let next = table.apply(&delta.config.routing, &touched, 2);
+        group.bench_function(BenchmarkId::new("publish_metrics_delta", n), |b| {
+            b.iter(|| Metrics::get().observe_delta(&table, black_box(&next), &touched.tenants))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, reload_work, delta_work);
 criterion_main!(benches);

@@ -43,6 +43,8 @@ use subtle::ConstantTimeEq;
 /// Request bodies are JSON objects, the largest a pushed tenant file with its keys; anything
 /// larger is refused.
 const MAX_BODY: usize = 1024 * 1024;
+/// `POST /apply` carries a whole routing file: 100,000 tenants are about 8 MiB of TOML.
+const MAX_APPLY_BODY: usize = 64 * 1024 * 1024;
 /// `GET /pools/health` probes at most this many upstreams at once.
 const PROBES_AT_ONCE: usize = 32;
 /// `GET /tenants` pages: at most this many tenants per answer unless `limit` says otherwise.
@@ -723,15 +725,23 @@ fn refusal_response(refusal: &Refusal) -> Response<Vec<u8>> {
 
 /// The request body, up to `MAX_BODY`, or the answer to give instead.
 async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, Response<Vec<u8>>> {
+    read_body_up_to(session, MAX_BODY).await
+}
+
+/// The request body, up to `limit` bytes.
+async fn read_body_up_to(
+    session: &mut ServerSession,
+    limit: usize,
+) -> Result<Vec<u8>, Response<Vec<u8>>> {
     let mut body = BytesMut::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
+                if body.len() + chunk.len() > limit {
                     return Err(json_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "body_too_large",
-                        "the request body is over 1 MiB",
+                        &format!("the request body is over {} MiB", limit / (1024 * 1024)),
                     ));
                 }
                 body.extend_from_slice(&chunk);
@@ -883,7 +893,7 @@ impl ServeHttp for AdminApi {
             (true, ["audit"]) => self.audit(&query).await,
             (false, ["apply"]) if method == Method::POST => {
                 let actor = actor(session);
-                match read_body(session).await {
+                match read_body_up_to(session, MAX_APPLY_BODY).await {
                     Ok(body) => self.apply(actor, &body).await,
                     Err(answer) => answer,
                 }

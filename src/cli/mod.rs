@@ -585,6 +585,18 @@ pub fn summary(c: &GatewayConfig) -> String {
         c.gateway.threads,
         if c.gateway.threads == 1 { "" } else { "s" }
     );
+    if let Some(store) = &c.gateway.store {
+        // The table is the fleet's: this file has only the instance's own settings.
+        let _ = writeln!(
+            out,
+            "  store    {} · instance {} · the routing table is the fleet's (tenantgate export --store {} prints it)",
+            store.label(),
+            store.instance,
+            c.path.display()
+        );
+        certificate_lines(&mut out, c);
+        return out;
+    }
     let domains = if r.base_domains.is_empty() {
         "(none)".to_owned()
     } else {
@@ -653,11 +665,28 @@ pub fn summary(c: &GatewayConfig) -> String {
         }),
     );
 
+    certificate_lines(&mut out, c);
+    let _ = writeln!(out, "  hosts    {}", r.hosts.len());
+    list(
+        &mut out,
+        r.hosts.iter().map(|h| match &h.route {
+            HostRoute::Pool(pool) => format!("{} -> pool {pool}", h.host),
+            HostRoute::Claim => {
+                format!("{} -> the pool of the tenant its credential names", h.host)
+            }
+        }),
+    );
+    out
+}
+
+/// `check`'s lines about the certificates a file serves.
+fn certificate_lines(out: &mut String, c: &GatewayConfig) {
+    let r = &c.routing;
     if !r.tls.certificates.is_empty() {
         let _ = writeln!(out, "  certs    {}", r.tls.certificates.len());
         let now = chrono::Utc::now().timestamp();
         list(
-            &mut out,
+            out,
             r.tls.certificates.iter().map(|cert| {
                 let days = cert.loaded.days_left(now);
                 let expiry = if days < 0 {
@@ -678,17 +707,6 @@ pub fn summary(c: &GatewayConfig) -> String {
             }),
         );
     }
-    let _ = writeln!(out, "  hosts    {}", r.hosts.len());
-    list(
-        &mut out,
-        r.hosts.iter().map(|h| match &h.route {
-            HostRoute::Pool(pool) => format!("{} -> pool {pool}", h.host),
-            HostRoute::Claim => {
-                format!("{} -> the pool of the tenant its credential names", h.host)
-            }
-        }),
-    );
-    out
 }
 
 fn list(out: &mut String, lines: impl ExactSizeIterator<Item = String>) {

@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// `[store]`: the fleet's routing table in etcd. With it, this file holds only this instance's
     /// own settings (`config::shared` says which).
     pub store: Option<StoreFile>,
+    /// The store's entries were merged in (`load::merge_shared`): without them, an instance file's
+    /// references to the table (a certificate's `tenant`) cannot be checked yet.
+    pub merged: bool,
 }
 
 /// One `[section.<name>]` table.

@@ -437,6 +437,7 @@ pub fn merge_shared(instance: &mut FileConfig, shared: FileConfig) {
     instance.metrics = metrics;
     let redis = instance.limits.redis.take();
     instance.limits = LimitsFile { redis, ..limits };
+    instance.merged = true;
 }
 
 /// The sections a tenant file (what `tenants pull` writes, `tenants push` reads) may hold.

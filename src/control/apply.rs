@@ -86,7 +86,8 @@ pub fn plan_apply(
         Refusal::BadRequest(format!("{} is not TOML: {e}", path.display()))
     })?;
     let split = split(&doc);
-    let in_file = |e: &Entity| split.entries.iter().any(|(f, _)| f == e);
+    let named: std::collections::HashSet<&Entity> = split.entries.iter().map(|(e, _)| e).collect();
+    let in_file = |e: &Entity| named.contains(e);
     let rest: Vec<(&Entity, &str)> = match prune {
         true => Vec::new(),
         false => entries

@@ -89,6 +89,9 @@ struct Prepared {
     /// The text it was parsed from, carried through so it is neither copied nor hashed again.
     text: String,
     digest: u64,
+    /// The tenants a delta touched, when the table was made from the one in use by
+    /// `RoutingTable::apply` (`None`: built whole).
+    touched: Option<Vec<String>>,
 }
 
 pub struct ControlPlane {
@@ -624,6 +627,7 @@ impl ControlPlane {
                 table,
                 text,
                 digest,
+                touched: None,
             })
         })
         .await;
@@ -648,12 +652,17 @@ impl ControlPlane {
             table,
             text,
             digest,
+            touched,
         } = prepared;
         let outcome = match table {
             Some(table) => {
-                probe_new_upstreams(&table, &self.table.load()).await;
+                let old = self.table.load();
+                probe_new_upstreams(&table, &old).await;
                 let generation = table.generation();
-                Metrics::get().observe_table(&table);
+                match &touched {
+                    Some(tenants) => Metrics::get().observe_delta(&old, &table, tenants),
+                    None => Metrics::get().observe_table(&table),
+                }
                 Metrics::get().observe_certificates(&config.routing.tls.certificates);
                 self.table.store(table);
                 Outcome::Applied {

@@ -263,7 +263,8 @@ impl StoreSource {
     /// Connects to the store, reads everything at one revision (trying until `start_timeout`) and
     /// validates it with the instance's file (`path`, `text`).
     pub async fn open(config: &StoreConfig, path: &Path, text: &str) -> Result<Opened, OpenError> {
-        let deadline = Instant::now() + config.start_timeout;
+        let started = Instant::now();
+        let deadline = started + config.start_timeout;
         let (store, snapshot) = loop {
             let attempt = async {
                 let store = Store::connect(config).await?;
@@ -279,10 +280,21 @@ impl StoreSource {
                 Err(e) => return Err(e.into()),
             }
         };
+        let read = started.elapsed();
         let entries = Entries::from_snapshot(&snapshot);
         let origin = store.origin();
         let list: Vec<(&Entity, &str)> = entries.iter().map(|(e, v)| (e, &*v.text)).collect();
         let loaded = load_with_store(path, text, &origin, &list).map_err(OpenError::Invalid)?;
+        tracing::info!(
+            store = store.label(),
+            revision = snapshot.revision,
+            entries = entries.len(),
+            tenants = loaded.routing.tenants.len(),
+            read_ms = u64::try_from(read.as_millis()).unwrap_or(u64::MAX),
+            validated_ms =
+                u64::try_from((started.elapsed() - read).as_millis()).unwrap_or(u64::MAX),
+            "read the fleet's table from the store"
+        );
         let (seen, _) = watch::channel(snapshot.revision);
         let source = StoreSource {
             store,
@@ -753,7 +765,12 @@ impl Source for StoreSource {
         (text, u64::try_from(entries.revision).unwrap_or(0))
     }
 
-    fn record(&self, _plane: &ControlPlane, entries: Vec<AuditEntry>) {
+    fn record(&self, plane: &ControlPlane, entries: Vec<AuditEntry>) {
+        // A record made while the store is away (a change refused for it) stays with the instance.
+        if !self.is_up() {
+            plane.audit.record(&entries);
+            return;
+        }
         let store = self.store.clone();
         let mut records = Vec::new();
         for entry in &entries {
@@ -996,7 +1013,7 @@ impl ControlPlane {
                     return Err(Refusal::NeedsRestart(restart));
                 }
                 let table = RoutingTable::build(&config.routing, generation, Some(&previous));
-                return Ok((config, changes, table));
+                return Ok((config, changes, table, None));
             }
             let list: Vec<EntryChange<'_>> = changed
                 .iter()
@@ -1020,11 +1037,11 @@ impl ControlPlane {
                 hosts: delta.hosts,
             };
             let table = previous.apply(&delta.config.routing, &touched, generation);
-            Ok((delta.config, delta.changes, table))
+            Ok((delta.config, delta.changes, table, Some(touched.tenants)))
         })
         .await
         .map_err(|e| Refusal::Conflict(format!("applying the store's change failed: {e}")))??;
-        let (config, changes, table) = built;
+        let (config, changes, table, touched) = built;
         let current = self.applied();
         let prepared = Prepared {
             config,
@@ -1032,6 +1049,7 @@ impl ControlPlane {
             table: Some(table),
             text: current.text.to_string(),
             digest: current.digest,
+            touched,
         };
         let actor = Actor::Store { revision };
         self.commit(&actor, prepared, started, false).await;

@@ -402,11 +402,19 @@ impl Metrics {
                 score
             })
             .collect();
-        // Busiest first; among equals, file order.
+        // Busiest first; among equals, file order. Only the first few can get a place (the free
+        // ones, and one per incumbent), so only those are sorted: a publish of a large table costs
+        // a pass over its tenants, not a sort of them.
+        let rank = |&i: &usize| (std::cmp::Reverse(score[i]), i);
         let mut contenders: Vec<usize> = (0..tenants.len())
             .filter(|&i| !labelled.contains_key(tenants[i].id.as_str()))
             .collect();
-        contenders.sort_by_key(|&i| std::cmp::Reverse(score[i]));
+        let wanted = config.tenant_series_limit.saturating_mul(2);
+        if contenders.len() > wanted && wanted > 0 {
+            contenders.select_nth_unstable_by_key(wanted, rank);
+            contenders.truncate(wanted);
+        }
+        contenders.sort_by_key(rank);
         let mut contenders = contenders.into_iter().peekable();
         while labelled.len() < config.tenant_series_limit {
             match contenders.next() {
@@ -481,16 +489,27 @@ impl Metrics {
     pub fn observe_table(&self, table: &RoutingTable) {
         self.generation
             .set(i64::try_from(table.generation()).unwrap_or(i64::MAX));
-        let mut by_status_and_pool: HashMap<(&str, usize), i64> = HashMap::new();
+        // Counted by pool slot, active and suspended: one pass, no hashing per tenant.
+        let mut counts: Vec<[i64; 2]> = Vec::new();
         for t in table.tenants() {
-            *by_status_and_pool
-                .entry((t.status.as_str(), t.pool))
-                .or_default() += 1;
+            if counts.len() <= t.pool {
+                counts.resize(t.pool + 1, [0, 0]);
+            }
+            counts[t.pool][usize::from(t.status == crate::tenant::TenantStatus::Suspended)] += 1;
         }
         self.tenants.reset();
-        for ((status, pool), n) in by_status_and_pool {
+        for (pool, [active, suspended]) in counts.into_iter().enumerate() {
             let pool = table.pool(pool).map_or("", |p| p.name());
-            self.tenants.with_label_values(&[status, pool]).set(n);
+            for (status, n) in [
+                (crate::tenant::TenantStatus::Active, active),
+                (crate::tenant::TenantStatus::Suspended, suspended),
+            ] {
+                if n > 0 {
+                    self.tenants
+                        .with_label_values(&[status.as_str(), pool])
+                        .set(n);
+                }
+            }
         }
         self.assign_tenant_series(table);
         for pool in table.pools() {
@@ -509,6 +528,76 @@ impl Metrics {
             self.certificate_expiry
                 .with_label_values(&[c.cert_label.as_str(), name])
                 .set(c.loaded.not_after);
+        }
+    }
+
+    /// `observe_table` for a table made from `old` by a delta that touched `tenants`: the tenant
+    /// counts and labelled series follow what it touched, at the cost of that; the cardinality
+    /// guard's competition waits for the next scrape (it reads every tenant's counters).
+    pub fn observe_delta(&self, old: &RoutingTable, new: &RoutingTable, tenants: &[String]) {
+        self.generation
+            .set(i64::try_from(new.generation()).unwrap_or(i64::MAX));
+        let label = |table: &RoutingTable, id: &str| {
+            let t = table.tenant_by_id(id)?;
+            Some((
+                t.status.as_str().to_owned(),
+                table.pool(t.pool)?.name().to_owned(),
+            ))
+        };
+        for id in tenants {
+            let (before, after) = (label(old, id), label(new, id));
+            if before == after {
+                continue;
+            }
+            if let Some((status, pool)) = &before {
+                let labels = [status.as_str(), pool.as_str()];
+                if let Ok(g) = self.tenants.get_metric_with_label_values(&labels) {
+                    g.dec();
+                    if g.get() <= 0 {
+                        let _ = self.tenants.remove_label_values(&labels);
+                    }
+                }
+            }
+            if let Some((status, pool)) = &after {
+                self.tenants
+                    .with_label_values(&[status.as_str(), pool.as_str()])
+                    .inc();
+            }
+        }
+        let mut labelled = self.labelled.lock().unwrap_or_else(|p| p.into_inner());
+        for id in tenants {
+            let Some(stats) = labelled.get(id.as_str()) else {
+                continue;
+            };
+            let kept = new
+                .tenant_by_id(id)
+                .is_some_and(|t| Arc::ptr_eq(&t.stats, stats));
+            if !kept {
+                stats.series.store(None);
+                self.families.remove(id);
+                labelled.remove(id.as_str());
+            }
+        }
+        let config = new.metrics_config();
+        for id in &config.tenant_series {
+            if labelled.contains_key(id.as_str()) {
+                continue;
+            }
+            if let Some(t) = new.tenant_by_id(id.as_str()) {
+                t.stats
+                    .series
+                    .store(Some(Arc::new(self.families.series(t.id.as_str()))));
+                labelled.insert(t.id.to_string(), Arc::clone(&t.stats));
+            }
+        }
+        self.tenant_series
+            .set(i64::try_from(labelled.len()).unwrap_or(i64::MAX));
+        drop(labelled);
+        for pool in new.pools() {
+            for upstream in pool.upstreams() {
+                self.upstream_healthy(pool.name(), &upstream.label)
+                    .set(i64::from(upstream.state.is_healthy()));
+            }
         }
     }
 

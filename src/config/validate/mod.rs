@@ -807,6 +807,8 @@ impl Validator {
         let mut default: Option<usize> = None;
         for (i, entry) in file.certificates.iter().enumerate() {
             let Some(entry) = entry else { continue };
+            // An instance file read before its store: the tenants it names are checked with it.
+            let tenants = (file.store.is_none() || file.merged).then_some(tenants);
             if let Some(c) = self.certificate(i, entry, folder, tenants, base_domains) {
                 let key = KeyPath::root().key("certificates").index(i);
                 for name in &c.loaded.names {
@@ -890,7 +892,7 @@ impl Validator {
         index: usize,
         c: &CertificateFile,
         folder: &Path,
-        tenants: &[TenantConfig],
+        tenants: Option<&[TenantConfig]>,
         base_domains: &[String],
     ) -> Option<CertificateConfig> {
         let at = KeyPath::root().key("certificates").index(index);
@@ -916,9 +918,19 @@ impl Validator {
                 return None;
             }
         };
-        let tenant = match c.tenant.as_deref() {
-            None => None,
-            Some(id) => {
+        let tenant = match (c.tenant.as_deref(), tenants) {
+            (None, _) => None,
+            (Some(id), None) => match TenantId::parse(id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("tenant"),
+                        format!("invalid tenant id {id:?}: {e}"),
+                    ));
+                    return None;
+                }
+            },
+            (Some(id), Some(tenants)) => {
                 let Some(owner) = tenants.iter().find(|t| t.id.as_str() == id) else {
                     self.errors.push(ConfigError::at_value(
                         at.key("tenant"),
