@@ -79,7 +79,8 @@ const DRAIN: Duration = Duration::from_secs(1);
 /// gateway answers every request with `Connection: close` for `DRAIN`, so busy clients move to new
 /// connections (served by the new process, after an upgrade) of their own accord. Only then does
 /// Pingora hand over or close the listeners and drop idle connections. Without it, a client that sends
-/// on a kept-alive connection just as it is dropped gets a reset. SIGINT stops at once, as in Pingora.
+/// on a kept-alive connection just as it is dropped gets a reset. SIGINT exits the process at once
+/// (exit code 130).
 pub struct DrainFirst {
     draining: Arc<AtomicBool>,
 }
@@ -105,7 +106,14 @@ impl ShutdownSignalWatch for DrainFirst {
         let requested = tokio::select! {
             _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
-            _ = int.recv() => return ShutdownSignal::FastShutdown,
+            _ = int.recv() => {
+                // Pingora's fast shutdown stops the runtimes under listeners that were never told
+                // to stop, and a listener can then spin on a failing accept forever (seen with
+                // Pingora 0.9.1: Ctrl-C left a gateway at 100% CPU). "At once" is the process's
+                // exit, then.
+                tracing::info!("SIGINT: exiting at once");
+                std::process::exit(130);
+            }
         };
         self.draining.store(true, Ordering::Relaxed);
         tracing::info!(
