@@ -222,6 +222,46 @@ async fn conflicting_changes_through_two_instances_get_one_winner() {
         conflicts > 0,
         "no round of concurrent changes ever conflicted"
     );
+
+    // Two new tenants claiming one domain through two instances at once: each push is valid
+    // alone, so the second must not be written beside the first (the change fence), and the store
+    // stays a valid table.
+    for round in 0..10 {
+        let claim = |gw: &Gateway, id: String| {
+            let (admin, client) = (gw.admin, gw.client.clone());
+            async move {
+                let fragment = format!(
+                    "[tenants.{id}]\npool = \"shared\"\ndomains = [\"shop-{round}.custom.test\"]\n"
+                );
+                client
+                    .post(format!("http://{admin}/tenants"))
+                    .bearer_auth(support::ADMIN_TOKEN)
+                    .json(&json!({ "fragment": fragment }))
+                    .send()
+                    .await
+                    .expect("push")
+                    .status()
+                    .as_u16()
+            }
+        };
+        let (x, y) = tokio::join!(claim(a, format!("a{round}")), claim(b, format!("b{round}")));
+        assert!(
+            !(x == 200 && y == 200),
+            "round {round}: both claims of one domain were written"
+        );
+        assert!(
+            x == 200 || y == 200,
+            "round {round}: neither was written ({x}, {y})"
+        );
+    }
+    let (ok, exported, err) = fleet.cli(&["export"]).await;
+    assert!(ok.success(), "{err}");
+    let (ok, out, err) = fleet.apply(&exported, &["--dry-run"]).await;
+    assert_eq!(
+        ok.code(),
+        Some(0),
+        "the store holds a valid table: {out}{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -464,6 +504,45 @@ async fn an_invalid_value_in_the_store_is_refused_everywhere_and_the_last_table_
         let status = gw.admin_json("/status").await;
         assert_eq!(status["store"]["refused"], json!([]), "{status:#}");
         assert_eq!(send(gw.get("globex.yourapp.test", "/")).await.status, 403);
+    }
+
+    // One entry still invalid does not hold back another that became valid: hooli names a pool
+    // that arrives later, beside initech, which stays broken.
+    let key = |k: &str| format!("{}/{k}", fleet.prefix);
+    fleet.etcd.put(&key("tenants/initech"), "pool = 7\n").await;
+    fleet
+        .etcd
+        .put(&key("tenants/hooli"), "pool = \"later\"\n")
+        .await;
+    for gw in &fleet.gateways {
+        let deadline = Instant::now() + WAIT;
+        while gw.admin_json("/status").await["store"]["refused"]
+            .as_array()
+            .map_or(0, Vec::len)
+            < 2
+        {
+            assert!(Instant::now() < deadline, "both entries were not refused");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    fleet
+        .etcd
+        .put(
+            &key("pools/later"),
+            &format!("upstreams = [\"{}\"]\n", f.dedicated.addr),
+        )
+        .await;
+    for gw in &fleet.gateways {
+        wait_routed(gw, "hooli.yourapp.test", "dedicated").await;
+        let status = gw.admin_json("/status").await;
+        let refused = status["store"]["refused"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(refused.len(), 1, "{status:#}");
+        assert_eq!(refused[0]["key"], key("tenants/initech"));
+        // The broken entry keeps the table's value.
+        assert_eq!(upstream_of(gw, "initech.yourapp.test").await, "shared");
     }
 }
 

@@ -368,10 +368,21 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
             name: name.clone(),
             value: decode(value, &at, errors),
         }),
-        Entity::Host(host) => file.hosts.push(Entry {
-            name: host.clone(),
-            value: decode(value, &at, errors),
-        }),
+        Entity::Host(host) => {
+            // Written canonical (`split` does), so that no two keys are one host.
+            match crate::routing::host::canonical_domain(host) {
+                Ok(canonical) if canonical == *host => {}
+                Ok(canonical) => errors.push(ConfigError::at_key(
+                    at.clone(),
+                    format!("a host's key in the store is its canonical name: hosts/{canonical}"),
+                )),
+                Err(_) => {}
+            }
+            file.hosts.push(Entry {
+                name: host.clone(),
+                value: decode(value, &at, errors),
+            })
+        }
         Entity::Plan(name) => file.plans.push(Entry {
             name: name.clone(),
             value: decode(value, &at, errors),

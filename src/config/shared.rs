@@ -11,6 +11,7 @@ use std::fmt;
 use toml_edit::{DocumentMut, Item, Table};
 
 use super::error::{KeyPath, KeySegment};
+use crate::routing::host::canonical_domain;
 
 /// `[gateway]` keys that are part of the routing table: the fleet's, in the store's `gateway`
 /// entry. The others (`http_listen`, `https_listen`, `https_redirect_port`, `threads`,
@@ -256,7 +257,9 @@ pub fn split(doc: &DocumentMut) -> Split {
                     let entity = match section {
                         "tenants" => Entity::Tenant(name),
                         "pools" => Entity::Pool(name),
-                        "hosts" => Entity::Host(name),
+                        // A host's key is its canonical name: two spellings of one host are one
+                        // key, not two entries that claim it.
+                        "hosts" => Entity::Host(canonical_domain(&name).unwrap_or(name)),
                         _ => Entity::Plan(name),
                     };
                     out.entries.push((entity, body(&table)));

@@ -453,6 +453,7 @@ impl ControlPlane {
                     run.advance(PromotionState::Stopped {
                         reason: e.to_string(),
                     });
+                    self.fleet_stopped(&id, &run, &e.to_string()).await;
                 }
                 return;
             }
@@ -504,11 +505,12 @@ impl ControlPlane {
             Err(e) if !run.is_cancelled() => {
                 // The canary still takes its share: say so loudly, and where.
                 tracing::error!(tenant = %id, error = %e, %reason, "automatic rollback failed; the canary is still in place");
+                let why =
+                    format!("{reason}; the automatic rollback failed ({e}): roll back by hand");
                 run.advance(PromotionState::Stopped {
-                    reason: format!(
-                        "{reason}; the automatic rollback failed ({e}): roll back by hand"
-                    ),
+                    reason: why.clone(),
                 });
+                self.fleet_stopped(id, run, &why).await;
             }
             Err(_) => {}
         }
@@ -595,6 +597,12 @@ pub struct CanaryCount {
 const RUNNING: &str = "running";
 const COMPLETED: &str = "completed";
 const ROLLED_BACK: &str = "rolled_back";
+const STOPPED: &str = "stopped";
+
+/// How long, and how often, a stopped promotion's record is written before giving up (etcd
+/// may be what stopped it).
+const STOP_TRIES: u32 = 60;
+const STOP_PAUSE: Duration = Duration::from_millis(500);
 
 /// A stepped promotion as the fleet's store keeps it (`promotions/<tenant>`): what it was asked
 /// to do, the step it is at, and the instance running it. Another instance resumes it from here.
@@ -855,6 +863,52 @@ impl ControlPlane {
                 reason: format!("could not take the promotion over: {e}"),
             }),
         }
+    }
+
+    /// With a store, a promotion this instance stopped on an error is recorded as stopped, with
+    /// why, and its lock is let go: otherwise the record would say it runs while nothing does,
+    /// and a new promotion of the tenant would be refused. Tried while etcd is away (it may be why
+    /// the promotion stopped); only this instance's own lock is let go.
+    async fn fleet_stopped(&self, id: &str, run: &PromotionRun, reason: &str) {
+        let Some(store) = self.store().cloned() else {
+            return;
+        };
+        let Some(mut record) = self.fleet_record(id).filter(|r| r.state == RUNNING) else {
+            return;
+        };
+        record.state = STOPPED.to_owned();
+        record.reason = Some(reason.to_owned());
+        record.updated = super::now();
+        let (record_key, lock) = (keys::promotion(id), keys::promotion_lock(id));
+        let value = serde_json::to_string(&record).unwrap_or_default();
+        for _ in 0..STOP_TRIES {
+            let lease = store.lease.load(Ordering::Relaxed);
+            let txn = etcd_client::Txn::new()
+                .when(vec![
+                    store.store.held_by(&lock, lease),
+                    store
+                        .store
+                        .unchanged(&record_key, run.record_revision.load(Ordering::Relaxed)),
+                ])
+                .and_then(vec![
+                    store.store.put(&record_key, value.clone()),
+                    store.store.delete(&lock),
+                ]);
+            match store.store.commit(txn).await {
+                Ok(Some(_)) => return,
+                // Another instance has it, or an operator ended it: theirs to say.
+                Ok(None) => return,
+                Err(e) if e.is_unavailable() => tokio::time::sleep(STOP_PAUSE).await,
+                Err(e) => {
+                    tracing::error!(tenant = id, error = %e, "cannot record the stopped promotion in the store");
+                    return;
+                }
+            }
+        }
+        tracing::error!(
+            tenant = id,
+            "the store did not come back in time to record the stopped promotion; it shows as running until this instance stops"
+        );
     }
 
     /// This instance's lease expired (etcd was out of reach for longer than its term): its locks

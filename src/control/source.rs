@@ -67,6 +67,7 @@ impl Checked {
             plan: Plan::Store {
                 writes: Vec::new(),
                 needs: Vec::new(),
+                fence: None,
             },
         }
     }
@@ -77,10 +78,12 @@ pub(super) enum Plan {
     /// The whole file, loaded and built.
     File(Box<Prepared>),
     /// The entries to write (`None`: delete), and those that must still exist when they are
-    /// written (the pools and plans the written tenants name).
+    /// written (the pools and plans the written tenants name); `fence`: the revision the change
+    /// was checked at, when it is valid only if the table has not changed since.
     Store {
         writes: Vec<(Entity, Option<String>)>,
         needs: Vec<Entity>,
+        fence: Option<i64>,
     },
 }
 

@@ -233,6 +233,8 @@ pub struct StoreSource {
     /// Asks the watch for etcd's progress notice: the store's revision moves with writes below
     /// other prefixes too, which no event of this one reports.
     progress: tokio::sync::Notify,
+    /// The last revision whose events were taken in (or the full read's).
+    resume: AtomicI64,
 }
 
 impl std::fmt::Debug for StoreSource {
@@ -313,6 +315,7 @@ impl StoreSource {
             lease: AtomicI64::new(0),
             audit_n: AtomicU64::new(0),
             progress: tokio::sync::Notify::new(),
+            resume: AtomicI64::new(snapshot.revision),
         };
         Metrics::get().observe_store(true, snapshot.revision);
         Ok(Opened {
@@ -324,6 +327,31 @@ impl StoreSource {
 
     pub fn entries(&self) -> Arc<Entries> {
         self.entries.load_full()
+    }
+
+    /// The held entries, at the values the table has for them.
+    fn held(&self) -> BTreeMap<Entity, Option<Entry>> {
+        self.held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Entries the table now follows again.
+    fn release(&self, entities: &[Entity]) {
+        let mut h = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut r = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        for e in entities {
+            h.remove(e);
+            r.remove(e);
+        }
+    }
+
+    /// Where a watch resumes: after the last revision whose events this instance took in.
+    /// (Not `seen`, which progress notices move: an etcd before 3.4.24 could send one ahead of
+    /// events it had not delivered.)
+    fn resume_from(&self) -> i64 {
+        self.resume.load(Ordering::Relaxed) + 1
     }
 
     pub fn instance(&self) -> &str {
@@ -511,11 +539,7 @@ impl Source for StoreSource {
 
     fn load(&self, path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> {
         let entries = self.entries();
-        let held = self
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let held = self.held();
         let view = Overlay {
             base: &entries,
             over: &held,
@@ -598,26 +622,28 @@ impl Source for StoreSource {
                 "a shared setting is changed with tenantgate apply".into(),
             ));
         }
-        let over: BTreeMap<Entity, Option<Entry>> = writes
-            .iter()
-            .map(|(e, t)| {
-                let entry = t.as_ref().map(|t| Entry {
-                    text: t.as_str().into(),
-                    mod_revision: 0,
-                });
-                (e.clone(), entry)
-            })
-            .collect();
+        // Checked against what the table runs on: held entries at the values it has for them.
+        let mut over = self.held();
+        for (entity, text) in &writes {
+            let entry = text.as_ref().map(|t| Entry {
+                text: t.as_str().into(),
+                mod_revision: 0,
+            });
+            over.insert(entity.clone(), entry);
+        }
+        let written: Vec<Entity> = writes.iter().map(|(e, _)| e.clone()).collect();
         let current = plane.applied();
         let table = plane.table.load();
         let origin = self.origin.clone();
+        // The revision this check stands for: everything up to it is in the table it ran against.
+        let checked_at = self.seen();
         let checked = tokio::task::spawn_blocking(move || {
             let view = Overlay {
                 base: &entries,
                 over: &over,
             };
-            let changes: Vec<EntryChange<'_>> = over
-                .keys()
+            let changes: Vec<EntryChange<'_>> = written
+                .iter()
                 .map(|entity| EntryChange {
                     entity,
                     text: view.text(entity),
@@ -647,9 +673,35 @@ impl Source for StoreSource {
             .collect();
         needs.sort();
         needs.dedup();
+        // A change that only edits tenants in place (their status, pool, canary, limits) is
+        // judged by its own entries and what they name. One that claims hosts, adds or removes
+        // entries, or adds key hashes is valid only beside the rest as it was checked: it is
+        // written only if no change of the table came since.
+        let current = plane.applied();
+        let local = writes.iter().all(|(entity, text)| {
+            let Entity::Tenant(id) = entity else {
+                return false;
+            };
+            let (Some(old), Some(new)) = (
+                current.config.routing.tenant(id),
+                checked.config.routing.tenant(id),
+            ) else {
+                return false;
+            };
+            let hashes = |t: &TenantConfig| {
+                let mut h: Vec<[u8; 32]> = t.api_keys.iter().map(|k| k.sha256).collect();
+                h.sort_unstable();
+                h
+            };
+            text.is_some() && old.domains == new.domains && hashes(old) == hashes(new)
+        });
         Ok(Some(Checked {
             changes: checked.changes,
-            plan: Plan::Store { writes, needs },
+            plan: Plan::Store {
+                writes,
+                needs,
+                fence: (!local).then_some(checked_at),
+            },
         }))
     }
 
@@ -661,7 +713,15 @@ impl Source for StoreSource {
         note: Note<'_>,
         beside: &Beside,
     ) -> Result<Outcome, Refusal> {
-        let (Base::Store(read), Plan::Store { writes, needs }) = (draft.base, checked.plan) else {
+        let (
+            Base::Store(read),
+            Plan::Store {
+                writes,
+                needs,
+                fence,
+            },
+        ) = (draft.base, checked.plan)
+        else {
             return Err(Refusal::Conflict("a draft of another source".into()));
         };
         let mut guards: Vec<etcd_client::Compare> = read
@@ -675,6 +735,9 @@ impl Source for StoreSource {
             }
         }
         guards.extend(needs.iter().map(|e| self.store.exists(&e.key())));
+        if let Some(at) = fence {
+            guards.push(self.store.not_since(keys::CHANGED, at));
+        }
         let lease = self.lease.load(Ordering::Relaxed);
         let leased = beside
             .held
@@ -723,8 +786,14 @@ impl Source for StoreSource {
             Ok(Some(revision)) => revision,
             Ok(None) => {
                 return Err(Refusal::Conflict(
-                    "the store changed since this change was read (another instance or operator wrote the same entries, or removed a pool or plan they name); nothing was written: read it again and retry".into(),
+                    "the store changed since this change was read (another instance or operator wrote the same entries or changed the table, or removed a pool or plan they name); nothing was written: read it again and retry".into(),
                 ))
+            }
+            // Sent, and not answered: etcd may have written it or not.
+            Err(e) if e.is_unavailable() => {
+                return Err(Refusal::StoreUnavailable(format!(
+                    "{e}; etcd did not confirm the change, so it may or may not have been written: look (GET /tenants/{{id}}, tenantgate audit) before trying again"
+                )))
             }
             Err(e) => return Err(self.refusal(e)),
         };
@@ -733,6 +802,21 @@ impl Source for StoreSource {
                 revision,
                 "a change written to the store has not come back through the watch yet"
             );
+        }
+        // Checked before it was written, but this instance refused it when it came back (the
+        // store held what the check could not see): say so, rather than that it is in use.
+        let refused: Vec<String> = {
+            let refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+            writes
+                .iter()
+                .filter_map(|(e, _)| refused.get(e).filter(|r| r.revision >= revision))
+                .map(|r| r.message.clone())
+                .collect()
+        };
+        if let Some(why) = refused.first() {
+            return Err(Refusal::Conflict(format!(
+                "the change was written to the store at revision {revision}, but this instance refused it when it came back, and keeps the previous values (GET /status, store.refused): {why}"
+            )));
         }
         tracing::info!(
             actor = %note.actor,
@@ -891,11 +975,13 @@ impl ControlPlane {
             self.apply_entries(store, revision.revision, changed, previous, started)
                 .await;
         }
+        store.resume.fetch_max(revision.revision, Ordering::Relaxed);
         store.seen.send_replace(store.seen().max(revision.revision));
         Metrics::get().observe_store(store.is_up(), store.seen());
     }
 
-    /// Applies `changed` entries at `revision`; then tries the held ones again.
+    /// Applies `changed` entries at `revision`, or holds them at the table's values; then tries the
+    /// held ones again.
     async fn apply_entries(
         &self,
         store: &Arc<StoreSource>,
@@ -904,58 +990,28 @@ impl ControlPlane {
         mut previous: BTreeMap<Entity, Option<Entry>>,
         started: Instant,
     ) {
-        let applied = self.try_entries(store, revision, &changed, started).await;
-        let mut held: Vec<Entity> = store
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .cloned()
-            .collect();
-        match applied {
-            Ok(()) => {
+        match self.try_entries(store, revision, &changed, started).await {
+            Ok(()) => store.release(&changed),
+            Err(refusal) => {
+                let errors = refusal.config_errors();
+                let message = refusal.to_string();
                 {
                     let mut h = store.held.lock().unwrap_or_else(PoisonError::into_inner);
                     let mut r = store.refused.lock().unwrap_or_else(PoisonError::into_inner);
                     for e in &changed {
-                        h.remove(e);
-                        r.remove(e);
+                        // Held already: it keeps the older value, the one the table has.
+                        let value = previous.remove(e).flatten();
+                        h.entry(e.clone()).or_insert(value);
+                        r.insert(
+                            e.clone(),
+                            Refused {
+                                revision,
+                                errors: errors.clone(),
+                                message: message.clone(),
+                            },
+                        );
                     }
                 }
-                held.retain(|e| !changed.contains(e));
-                if !held.is_empty()
-                    && self
-                        .try_entries(store, revision, &held, Instant::now())
-                        .await
-                        .is_ok()
-                {
-                    let mut h = store.held.lock().unwrap_or_else(PoisonError::into_inner);
-                    let mut r = store.refused.lock().unwrap_or_else(PoisonError::into_inner);
-                    for e in &held {
-                        h.remove(e);
-                        r.remove(e);
-                    }
-                }
-            }
-            Err(refusal) => {
-                let errors = refusal.config_errors();
-                let message = refusal.to_string();
-                let mut h = store.held.lock().unwrap_or_else(PoisonError::into_inner);
-                let mut r = store.refused.lock().unwrap_or_else(PoisonError::into_inner);
-                for e in &changed {
-                    // Held already: it keeps the older value, the one the table has.
-                    let value = previous.remove(e).flatten();
-                    h.entry(e.clone()).or_insert(value);
-                    r.insert(
-                        e.clone(),
-                        Refused {
-                            revision,
-                            errors: errors.clone(),
-                            message: message.clone(),
-                        },
-                    );
-                }
-                drop((h, r));
                 tracing::warn!(revision, keys = ?changed.iter().map(|e| e.key()).collect::<Vec<_>>(), error = %message, "a revision of the store was refused; the table keeps what it had for those entries");
                 Metrics::get().observe_reload(refusal.code(), 0.0);
                 self.last.store(Arc::new(Some(super::LastChange {
@@ -967,6 +1023,45 @@ impl ControlPlane {
                     message: Some(message),
                     errors,
                 })));
+            }
+        }
+        self.settle_held(store, revision).await;
+    }
+
+    /// Tries the held entries again: all together first (a change written in several
+    /// transactions, a swap of domains, may be valid only whole), then one by one, so that one
+    /// entry still invalid does not hold back the others. Each that applies is released.
+    async fn settle_held(&self, store: &Arc<StoreSource>, revision: i64) {
+        loop {
+            let held: Vec<Entity> = store.held().into_keys().collect();
+            if held.is_empty() {
+                return;
+            }
+            if self
+                .try_entries(store, revision, &held, Instant::now())
+                .await
+                .is_ok()
+            {
+                store.release(&held);
+                return;
+            }
+            if held.len() == 1 {
+                return;
+            }
+            let mut progress = false;
+            for entity in &held {
+                let one = std::slice::from_ref(entity);
+                if self
+                    .try_entries(store, revision, one, Instant::now())
+                    .await
+                    .is_ok()
+                {
+                    store.release(one);
+                    progress = true;
+                }
+            }
+            if !progress {
+                return;
             }
         }
     }
@@ -1129,11 +1224,15 @@ impl pingora::services::background::BackgroundService for StoreWatcher {
         let publish = tokio::spawn(publish_loop(Arc::clone(&self.control), Arc::clone(&source)));
         let mut retry = RETRY_MIN;
         loop {
-            let from = source.seen() + 1;
+            let from = source.resume_from();
             tokio::select! {
                 _ = shutdown.changed() => break,
                 ended = self.follow(&source, from) => match ended {
-                    Ok(()) => retry = RETRY_MIN,
+                    // etcd ended the stream: watched again after a pause, never in a busy loop.
+                    Ok(()) => {
+                        tokio::time::sleep(RETRY_MIN).await;
+                        retry = RETRY_MIN;
+                    }
                     Err(StoreError::Compacted { compacted, .. }) => {
                         tracing::warn!(from, compacted, "the store compacted away revisions this instance had not seen; reading it whole");
                         match source.store.snapshot("", None).await {

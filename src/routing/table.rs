@@ -227,7 +227,7 @@ impl TableDelta {
         }
         let find = |pools: &[PoolConfig], name: &str| pools.iter().position(|p| p.name == name);
         for p in &new.pools {
-            if find(&old.pools, &p.name).map(|i| &old.pools[i]) != Some(p) {
+            if find(&old.pools, &p.name).and_then(|i| old.pools.get(i)) != Some(p) {
                 delta.pools.push(p.name.clone());
             }
         }
@@ -410,26 +410,28 @@ impl RoutingTable {
             match config.pools.iter().find(|p| &p.name == name) {
                 Some(p) => {
                     let pool = pool_from(p, self.pool_by_name(name));
-                    match pool_index.get(name.as_str()) {
-                        Some(&i) => pools[i] = Some(pool),
-                        None => {
-                            let i = match pools.iter().position(Option::is_none) {
-                                Some(free) => {
-                                    pools[free] = Some(pool);
-                                    free
-                                }
-                                None => {
-                                    pools.push(Some(pool));
-                                    pools.len() - 1
-                                }
-                            };
+                    // Its own slot, else the first empty one, else a new one.
+                    let slot = pool_index
+                        .get(name.as_str())
+                        .copied()
+                        .or_else(|| pools.iter().position(Option::is_none));
+                    match slot.and_then(|i| Some((i, pools.get_mut(i)?))) {
+                        Some((i, free)) => {
+                            *free = Some(pool);
                             pool_index.insert(Box::from(name.as_str()), i);
+                        }
+                        None => {
+                            pools.push(Some(pool));
+                            pool_index.insert(Box::from(name.as_str()), pools.len() - 1);
                         }
                     }
                 }
                 None => {
-                    if let Some(i) = pool_index.remove(name.as_str()) {
-                        pools[i] = None;
+                    if let Some(slot) = pool_index
+                        .remove(name.as_str())
+                        .and_then(|i| pools.get_mut(i))
+                    {
+                        *slot = None;
                     }
                 }
             }
@@ -445,7 +447,7 @@ impl RoutingTable {
                     exact.remove(h.host.as_str());
                 }
                 if let Some(n) = h.pool.and_then(|p| pool_users.get_mut(p)) {
-                    *n -= 1;
+                    *n = n.saturating_sub(1);
                 }
             }
             hosts = reserved_hosts(config, &mut exact, pool_of);
@@ -467,7 +469,7 @@ impl RoutingTable {
                     }
                 }
                 if let Some(n) = pool_users.get_mut(o.pool) {
-                    *n -= 1;
+                    *n = n.saturating_sub(1);
                 }
             }
             match (config.tenants.get(id), index) {

@@ -42,6 +42,9 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// What a value that is not UTF-8 reads as.
+pub const NOT_TEXT: &str = "\u{0} (the value stored here is not UTF-8 text)";
+
 /// Keys read per request when the whole prefix is read.
 const PAGE: i64 = 2_000;
 /// The largest answer taken from etcd (a page of large entries, a big watch batch).
@@ -173,9 +176,15 @@ impl Store {
     }
 
     fn kv(&self, kv: &etcd_client::KeyValue) -> Option<Kv> {
+        // A value that is not text is kept as one that no reader takes (TOML refuses a NUL):
+        // refused where a change would be, never mistaken for a deleted key.
+        let value = match kv.value_str() {
+            Ok(text) => text.to_owned(),
+            Err(_) => NOT_TEXT.to_owned(),
+        };
         Some(Kv {
             key: self.relative(kv.key())?,
-            value: kv.value_str().ok()?.to_owned(),
+            value,
             mod_revision: kv.mod_revision(),
             lease: kv.lease(),
         })
@@ -381,7 +390,12 @@ impl Watch {
                         compacted: response.compact_revision(),
                     });
                 }
-                return Ok(None);
+                // Cancelled by etcd for another reason (a permission taken away): watched again
+                // after a pause, as after an error, not at once.
+                return Err(StoreError::Refused {
+                    store: self.store.label.clone(),
+                    reason: format!("etcd cancelled the watch: {}", response.cancel_reason()),
+                });
             }
             if response.created() && response.events().is_empty() {
                 continue;

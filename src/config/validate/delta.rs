@@ -226,6 +226,17 @@ pub fn validate_delta(
     if !removed_pools.is_empty() {
         removed_pools_unused(&mut v, &removed_pools, unchanged(), routing, &changed_hosts);
     }
+    if current.routing.identity.jwt.is_none() {
+        for t in tenants.iter().filter(|t| !t.route_rules.is_empty()) {
+            v.errors.push(ConfigError::at_key(
+                KeyPath::root()
+                    .key("tenants")
+                    .key(t.id.as_str())
+                    .key("route_rules"),
+                super::identity::ROUTE_RULES_WITHOUT_JWT,
+            ));
+        }
+    }
     removed_tenants_unreferenced(&mut v, &removed_tenants, current);
     certificates_still_owned(&mut v, &tenants, current);
     if current.gateway.https_listen.is_none() && current.routing.tls.redirect_port.is_none() {

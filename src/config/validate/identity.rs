@@ -39,6 +39,8 @@ pub(super) fn tenant_source(s: Option<TenantSourceFile>) -> Option<TenantSource>
     })
 }
 
+pub(super) const ROUTE_RULES_WITHOUT_JWT: &str = "route rules check the roles of a token, but there is no [jwt] section to verify tokens with (API keys carry no roles)";
+
 impl Validator {
     /// `[jwt]`, the gateway's identity settings and the global `[[route_rules]]`.
     pub(super) fn identity(&mut self, file: &FileConfig, folder: &Path) -> IdentityConfig {
@@ -68,7 +70,7 @@ impl Validator {
         if any_rules && jwt.is_none() {
             self.errors.push(ConfigError::at_key(
                 KeyPath::root().key("route_rules"),
-                "route rules check the roles of a token, but there is no [jwt] section to verify tokens with (API keys carry no roles)",
+                ROUTE_RULES_WITHOUT_JWT,
             ));
         }
         IdentityConfig {
