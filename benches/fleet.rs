@@ -12,6 +12,7 @@
 mod support;
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use support::etcd::Etcd;
@@ -85,25 +86,9 @@ async fn main() {
     )
     .expect("routing");
     let t0 = Instant::now();
-    let out = support::tenantgate(&[
-        "apply",
-        "--config",
-        &routing_file.display().to_string(),
-        "--store",
-        &cli_instance.display().to_string(),
-    ])
-    .await;
-    assert!(
-        out.status.success(),
-        "seeding failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = apply_direct(&routing_file, &cli_instance).await;
     let seeded = t0.elapsed();
-    let last_line = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .to_owned();
+    let last_line = out.lines().last().unwrap_or_default().to_owned();
     println!(
         "seeded the store with {TENANTS} tenants by tenantgate apply --store in {:.1} s ({last_line})",
         seeded.as_secs_f64()
@@ -196,19 +181,7 @@ async fn main() {
     );
     std::fs::write(&routing_file, limits).expect("routing");
     let t = Instant::now();
-    let out = support::tenantgate(&[
-        "apply",
-        "--config",
-        &routing_file.display().to_string(),
-        "--store",
-        &cli_instance.display().to_string(),
-    ])
-    .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    apply_direct(&routing_file, &cli_instance).await;
     println!(
         "a [limits] change by apply (validates the whole 100,000-tenant file against the store): {:.1} s",
         t.elapsed().as_secs_f64()
@@ -276,4 +249,22 @@ async fn main() {
     println!("requests under load meanwhile: {requests}, failed: {failed}");
     drop(gateways);
     drop(etcd);
+}
+
+/// `tenantgate apply --config ROUTING --store INSTANCE`, which must succeed; its standard output.
+async fn apply_direct(routing: &Path, instance: &Path) -> String {
+    let out = support::tenantgate(&[
+        "apply",
+        "--config",
+        &routing.display().to_string(),
+        "--store",
+        &instance.display().to_string(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "tenantgate apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -14,15 +14,11 @@ if [ -x "$tools/bin/cmake" ]; then
     exit 0
 fi
 
-echo "cmake is missing (Pingora's build needs it); installing it" >&2
-if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    export DEBIAN_FRONTEND=noninteractive
-    if { apt-get update -q && apt-get install -y -q --no-install-recommends cmake; } >&2; then
-        dirname "$(command -v cmake)"
-        exit 0
-    fi
-    echo "apt-get could not install cmake; trying PyPI" >&2
+if "$(dirname "$0")/apt-install.sh" "Pingora's build (cmake)" cmake; then
+    dirname "$(command -v cmake)"
+    exit 0
 fi
+echo "trying PyPI's cmake instead" >&2
 python3 -m venv "$tools" >&2
 "$tools/bin/python" -m pip install -q cmake >&2
 echo "$tools/bin"

@@ -17,13 +17,7 @@ if [ -x "$link" ]; then
     exit 0
 fi
 if [ ! -x /usr/bin/redis-check-rdb ]; then
-    echo "redis-server is missing (the fleet rate-limit tests need it); installing redis-tools" >&2
-    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-        echo "cannot install redis: needs root and apt-get; install redis-server and put it on PATH" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -q && apt-get install -y -q --no-install-recommends redis-tools; } >&2
+    "$(dirname "$0")/apt-install.sh" "the fleet rate-limit tests (redis-server)" redis-tools
 fi
 mkdir -p "$tools"
 ln -sf /usr/bin/redis-check-rdb "$link"

@@ -225,24 +225,12 @@ fn combine<'a>(
         };
         match setting {
             Setting::Gateway => {
-                let g = std::mem::take(&mut k.gateway);
-                let r = &mut routing.gateway;
-                r.base_domains = g.base_domains;
-                r.tenant_header = g.tenant_header;
-                r.tenant_source = g.tenant_source;
-                r.api_key_header = g.api_key_header;
-                r.switch_tenant_header = g.switch_tenant_header;
-                r.https_redirect = g.https_redirect;
-                r.hsts = g.hsts;
+                take_shared_gateway(&mut routing.gateway, std::mem::take(&mut k.gateway));
             }
             Setting::Jwt => routing.jwt = k.jwt.take(),
             Setting::RouteRules => routing.route_rules = std::mem::take(&mut k.route_rules),
             Setting::Limits => {
-                let redis = routing.limits.redis.take();
-                routing.limits = LimitsFile {
-                    redis,
-                    ..std::mem::take(&mut k.limits)
-                };
+                take_shared_limits(&mut routing.limits, std::mem::take(&mut k.limits));
             }
             Setting::Metrics => routing.metrics = std::mem::take(&mut k.metrics),
         }
@@ -421,6 +409,21 @@ pub fn merge_shared(instance: &mut FileConfig, shared: FileConfig) {
         metrics,
         ..
     } = shared;
+    take_shared_gateway(&mut instance.gateway, gateway);
+    instance.pools = pools;
+    instance.tenants = tenants;
+    instance.hosts = hosts;
+    instance.jwt = jwt;
+    instance.route_rules = route_rules;
+    instance.plans = plans;
+    instance.metrics = metrics;
+    take_shared_limits(&mut instance.limits, limits);
+    instance.merged = true;
+}
+
+/// Puts the fleet's `[gateway]` keys (`SHARED_GATEWAY_KEYS`) of `shared` into `into`, which keeps
+/// its own listeners, admin and TLS.
+fn take_shared_gateway(into: &mut GatewayFile, shared: GatewayFile) {
     let GatewayFile {
         base_domains,
         tenant_header,
@@ -430,25 +433,20 @@ pub fn merge_shared(instance: &mut FileConfig, shared: FileConfig) {
         https_redirect,
         hsts,
         ..
-    } = gateway;
-    let g = &mut instance.gateway;
-    g.base_domains = base_domains;
-    g.tenant_header = tenant_header;
-    g.tenant_source = tenant_source;
-    g.api_key_header = api_key_header;
-    g.switch_tenant_header = switch_tenant_header;
-    g.https_redirect = https_redirect;
-    g.hsts = hsts;
-    instance.pools = pools;
-    instance.tenants = tenants;
-    instance.hosts = hosts;
-    instance.jwt = jwt;
-    instance.route_rules = route_rules;
-    instance.plans = plans;
-    instance.metrics = metrics;
-    let redis = instance.limits.redis.take();
-    instance.limits = LimitsFile { redis, ..limits };
-    instance.merged = true;
+    } = shared;
+    into.base_domains = base_domains;
+    into.tenant_header = tenant_header;
+    into.tenant_source = tenant_source;
+    into.api_key_header = api_key_header;
+    into.switch_tenant_header = switch_tenant_header;
+    into.https_redirect = https_redirect;
+    into.hsts = hsts;
+}
+
+/// Puts the fleet's `[limits]` in place of `into`'s, which keeps its own Redis connection.
+fn take_shared_limits(into: &mut LimitsFile, shared: LimitsFile) {
+    let redis = into.redis.take();
+    *into = LimitsFile { redis, ..shared };
 }
 
 /// The sections a tenant file (what `tenants pull` writes, `tenants push` reads) may hold.

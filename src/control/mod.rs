@@ -31,7 +31,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use serde_json::Value;
 
-use crate::config::diff::{diff, Change};
+use crate::config::diff::Change;
 use crate::config::load::check_fragment;
 use crate::config::model::TenantConfig;
 use crate::config::shared::Entity;
@@ -43,6 +43,7 @@ use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
 use edit::{edit_tenant, ApiKeyEntry, TenantEdit};
 pub use file::referenced_files;
 use file::{digest, loaded_files_digest, ConfigFile, FileSource};
+use outcome::reloadable_changes;
 pub use outcome::{ImportRequest, Imported, LastChange, Outcome, Refusal};
 use promotion::PromotionRun;
 use source::{AuditQuery, Beside, Note, Scope, Source};
@@ -225,19 +226,8 @@ impl ControlPlane {
     }
 
     /// One change through the source: read what it may touch, let `edit` change that TOML (`None`:
-    /// nothing to change), check the result and write it. Refused whole, and recorded, when any
-    /// step refuses.
-    async fn change(
-        &self,
-        note: Note<'_>,
-        scope: Scope,
-        edit: impl FnOnce(&str, &GatewayConfig) -> Result<Option<String>, Refusal>,
-    ) -> Result<Outcome, Refusal> {
-        self.change_with(note, scope, &Beside::default(), edit)
-            .await
-    }
-
-    /// `change`, writing `beside` in the same transaction (a store's promotion state).
+    /// nothing to change), check the result and write it with `beside` in the same transaction (a
+    /// store's promotion state). Refused whole, and recorded, when any step refuses.
     async fn change_with(
         &self,
         note: Note<'_>,
@@ -303,27 +293,13 @@ impl ControlPlane {
         beside: &Beside,
         decide: impl FnOnce(&TenantConfig, &GatewayConfig) -> Result<Vec<TenantEdit>, Refusal>,
     ) -> Result<Outcome, Refusal> {
-        let note = Note {
-            actor,
-            action,
-            tenant: Some(id),
-        };
-        self.change_with(
-            note,
-            Scope::Tenant(id.to_owned()),
-            beside,
-            |text, config| {
-                let tenant = config
-                    .routing
-                    .tenant(id)
-                    .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
-                let edits = decide(tenant, config)?;
-                if edits.is_empty() && beside.puts.is_empty() {
-                    return Ok(None);
-                }
-                Ok(Some(edit_tenant(text, id, &edits)?))
-            },
-        )
+        self.change_tenant(actor, action, id, beside, |text, tenant, config| {
+            let edits = decide(tenant, config)?;
+            if edits.is_empty() && beside.puts.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(edit_tenant(text, id, &edits)?))
+        })
         .await
     }
 
@@ -334,16 +310,8 @@ impl ControlPlane {
         id: &str,
         key: ApiKeyEntry,
     ) -> Result<Outcome, Refusal> {
-        let note = Note {
-            actor,
-            action: "key.create",
-            tenant: Some(id),
-        };
-        self.change(note, Scope::Tenant(id.to_owned()), |text, config| {
-            let tenant = config
-                .routing
-                .tenant(id)
-                .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+        let beside = Beside::default();
+        self.change_tenant(actor, "key.create", id, &beside, |text, tenant, _| {
             if tenant.api_keys.iter().any(|k| k.id == key.id) {
                 return Err(Refusal::Conflict(format!(
                     "tenant {id} has a key {:?} already",
@@ -363,16 +331,8 @@ impl ControlPlane {
         key_id: &str,
         when: &str,
     ) -> Result<Outcome, Refusal> {
-        let note = Note {
-            actor,
-            action: "key.revoke",
-            tenant: Some(id),
-        };
-        self.change(note, Scope::Tenant(id.to_owned()), |text, config| {
-            let tenant = config
-                .routing
-                .tenant(id)
-                .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+        let beside = Beside::default();
+        self.change_tenant(actor, "key.revoke", id, &beside, |text, tenant, _| {
             if !tenant.api_keys.iter().any(|k| k.id == key_id) {
                 return Err(Refusal::UnknownKey {
                     tenant: id.to_owned(),
@@ -381,6 +341,36 @@ impl ControlPlane {
             }
             Ok(edit::revoke_api_key(text, id, key_id, when)?)
         })
+        .await
+    }
+
+    /// A change to one tenant, which must exist: `edit` gets the config's text, the tenant and
+    /// the config, and gives the new text (`None`: nothing to change).
+    async fn change_tenant(
+        &self,
+        actor: &Actor,
+        action: &str,
+        id: &str,
+        beside: &Beside,
+        edit: impl FnOnce(&str, &TenantConfig, &GatewayConfig) -> Result<Option<String>, Refusal>,
+    ) -> Result<Outcome, Refusal> {
+        let note = Note {
+            actor,
+            action,
+            tenant: Some(id),
+        };
+        self.change_with(
+            note,
+            Scope::Tenant(id.to_owned()),
+            beside,
+            |text, config| {
+                let tenant = config
+                    .routing
+                    .tenant(id)
+                    .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
+                edit(text, tenant, config)
+            },
+        )
         .await
     }
 
@@ -610,15 +600,7 @@ impl ControlPlane {
         };
         let prepared = tokio::task::spawn_blocking(move || {
             let config = source.load(&path, &text).map_err(Refusal::Invalid)?;
-            let changes = diff(&current.config, &config);
-            let restart: Vec<Change> = changes
-                .iter()
-                .filter(|c| c.needs_restart())
-                .cloned()
-                .collect();
-            if !restart.is_empty() {
-                return Err(Refusal::NeedsRestart(restart));
-            }
+            let changes = reloadable_changes(&current.config, &config)?;
             let table = (!changes.is_empty())
                 .then(|| RoutingTable::build(&config.routing, generation, Some(&previous)));
             Ok(Prepared {

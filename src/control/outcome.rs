@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 
 use super::edit::{EditError, PersistError};
 use super::transfer::{self, ImportPlan, OnConflict};
-use crate::config::diff::Change;
-use crate::config::ConfigErrors;
+use crate::config::diff::{diff, Change};
+use crate::config::{ConfigErrors, GatewayConfig};
 
 /// What a change did.
 #[derive(Debug, Clone)]
@@ -37,6 +37,24 @@ impl Outcome {
                 "changes": [],
             }),
         }
+    }
+}
+
+/// The changes from `old` to `new`, or the refusal that names those a reload cannot make.
+pub(crate) fn reloadable_changes(
+    old: &GatewayConfig,
+    new: &GatewayConfig,
+) -> Result<Vec<Change>, Refusal> {
+    let changes = diff(old, new);
+    let restart: Vec<Change> = changes
+        .iter()
+        .filter(|c| c.needs_restart())
+        .cloned()
+        .collect();
+    if restart.is_empty() {
+        Ok(changes)
+    } else {
+        Err(Refusal::NeedsRestart(restart))
     }
 }
 

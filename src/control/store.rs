@@ -19,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::audit::{Actor, AuditEntry};
+use super::outcome::reloadable_changes;
 use super::source::{AuditQuery, Base, Beside, Checked, Draft, Note, Plan, Scope, Source};
 use super::{now, ControlPlane, Outcome, Prepared, Refusal};
 use crate::config::diff::Change;
@@ -1098,17 +1099,9 @@ impl ControlPlane {
                 let config =
                     load_with_store(&current.config.path, &current.text, &origin, &view.all())
                         .map_err(Refusal::Invalid)?;
-                let changes = crate::config::diff::diff(&current.config, &config);
-                let restart: Vec<Change> = changes
-                    .iter()
-                    .filter(|c| c.needs_restart())
-                    .cloned()
-                    .collect();
-                if !restart.is_empty() {
-                    return Err(Refusal::NeedsRestart(restart));
-                }
+                let changes = reloadable_changes(&current.config, &config)?;
                 let table = RoutingTable::build(&config.routing, generation, Some(&previous));
-                return Ok((config, changes, table, None));
+                return Ok::<_, Refusal>((config, changes, table, None));
             }
             let list: Vec<EntryChange<'_>> = changed
                 .iter()

@@ -6,15 +6,17 @@
 //! hand-made bad value, a compaction.
 
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use super::process::ServerProcess;
 use super::{free_addr, WAIT};
 
 pub struct Etcd {
     pub client: SocketAddr,
     peer: SocketAddr,
-    child: Option<Child>,
+    /// Declared before `dir`: the server stops before its data folder goes.
+    process: ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -24,11 +26,17 @@ fn binary() -> String {
 
 impl Etcd {
     pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let process = ServerProcess::new(
+            "etcd",
+            "`make test` installs etcd (scripts/ensure-etcd.sh)",
+            dir.path().join("etcd.log"),
+        );
         let mut etcd = Etcd {
             client: free_addr(),
             peer: free_addr(),
-            child: None,
-            dir: tempfile::tempdir().expect("temp dir"),
+            process,
+            dir,
         };
         etcd.spawn();
         etcd
@@ -39,13 +47,9 @@ impl Etcd {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("etcd.log"))
-            .expect("etcd log");
         let (client, peer) = (self.url(), format!("http://{}", self.peer));
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["--name", "test", "--data-dir"])
             .arg(self.dir.path().join("data"))
             .args([
@@ -63,42 +67,20 @@ impl Etcd {
             .args(["--initial-cluster", &format!("test={peer}")])
             // Large applies in one transaction, as the README suggests for a fleet's etcd.
             .args(["--max-txn-ops", "10000", "--max-request-bytes", "33554432"])
-            .args(["--logger", "zap", "--log-level", "error"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); `make test` installs etcd (scripts/ensure-etcd.sh)",
-                    binary()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if TcpStream::connect_timeout(&self.client, Duration::from_millis(200)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "etcd on {} did not start; log:\n{}",
-            self.client,
-            self.log()
-        );
+            .args(["--logger", "zap", "--log-level", "error"]);
+        let addr = self.client;
+        self.process.spawn(command, || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+        });
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+        self.process.log()
     }
 
     /// Stops the server (by its PID): clients get refused connections until [`Etcd::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts it again on the same ports and data.
@@ -171,14 +153,5 @@ impl Etcd {
             .await
             .expect("compact");
         revision
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        self.stop();
-        if std::thread::panicking() {
-            eprintln!("--- etcd log ---\n{}", self.log());
-        }
     }
 }

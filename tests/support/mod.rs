@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod load;
 pub mod metrics;
 pub mod pki;
+pub mod process;
 pub mod redis;
 pub mod tokens;
 pub mod upstream;

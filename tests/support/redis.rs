@@ -4,14 +4,16 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use super::{free_addr, WAIT};
+use super::free_addr;
+use super::process::ServerProcess;
 
 pub struct Redis {
     pub addr: SocketAddr,
-    child: Option<Child>,
+    /// Declared before `dir`: the server stops before its folder goes.
+    process: ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -21,10 +23,16 @@ fn binary() -> String {
 
 impl Redis {
     pub fn start() -> Redis {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let process = ServerProcess::new(
+            "redis",
+            "`make test` installs redis (scripts/ensure-redis.sh)",
+            dir.path().join("redis.log"),
+        );
         let mut redis = Redis {
             addr: free_addr(),
-            child: None,
-            dir: tempfile::tempdir().expect("temp dir"),
+            process,
+            dir,
         };
         redis.spawn();
         redis
@@ -35,50 +43,27 @@ impl Redis {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log");
-        let child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["--bind", "127.0.0.1", "--port"])
             .arg(self.addr.port().to_string())
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); `make test` installs redis (scripts/ensure-redis.sh)",
-                    binary()
-                )
-            });
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        while Instant::now() < deadline {
-            if self.command("PING").is_some_and(|r| r.starts_with("+PONG")) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("redis on {} did not start", self.addr);
+            .arg(self.dir.path());
+        let addr = self.addr;
+        self.process.spawn(command, || {
+            send_command(addr, "PING").is_some_and(|r| r.starts_with("+PONG"))
+        });
     }
 
     /// Sends one inline command and returns the first reply line, or `None` when Redis is not there.
     pub fn command(&self, command: &str) -> Option<String> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-        stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
-        let mut buf = [0u8; 512];
-        let n = stream.read(&mut buf).ok()?;
-        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+        send_command(self.addr, command)
     }
 
     /// Stops the server (by its PID): its port refuses connections until [`Redis::restart`].
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.stop();
     }
 
     /// Starts it again on the same port (empty: it keeps nothing).
@@ -88,8 +73,11 @@ impl Redis {
     }
 }
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.stop();
-    }
+fn send_command(addr: SocketAddr, command: &str) -> Option<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.write_all(format!("{command}\r\n").as_bytes()).ok()?;
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }

@@ -207,21 +207,7 @@ pub fn validate_delta(
                 owner.insert(key.sha256, t.id.as_str());
             }
         }
-        for t in &tenants {
-            for (i, key) in t.api_keys.iter().enumerate() {
-                if let Some(first) = owner.insert(key.sha256, t.id.as_str()) {
-                    v.errors.push(ConfigError::at_value(
-                        KeyPath::root()
-                            .key("tenants")
-                            .key(t.id.as_str())
-                            .key("api_keys")
-                            .index(i)
-                            .key("sha256"),
-                        format!("the same key hash is listed under tenant {first:?}; a key acts for one tenant"),
-                    ));
-                }
-            }
-        }
+        v.api_keys_unique(&mut owner, &tenants);
     }
     if !removed_pools.is_empty() {
         removed_pools_unused(&mut v, &removed_pools, unchanged(), routing, &changed_hosts);

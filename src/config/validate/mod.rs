@@ -109,7 +109,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
         .collect();
     let tls = v.tls(file, &gateway, folder, &tenants, &base_domains);
     let identity = v.identity(file, folder);
-    v.api_keys_unique(&tenants);
+    v.api_keys_unique(&mut HashMap::default(), &tenants);
     let tenant_ids: Vec<TenantId> = tenants.iter().map(|t| t.id.clone()).collect();
     let metrics = v.metrics(&file.metrics, &tenant_ids);
 
@@ -335,8 +335,12 @@ impl Validator {
     }
 
     /// One key acts for one tenant: a hash under two tenants would make a key's tenant ambiguous.
-    fn api_keys_unique(&mut self, tenants: &[TenantConfig]) {
-        let mut owner: HashMap<[u8; 32], &str, FastHash> = HashMap::default();
+    /// `owner` holds the hashes of tenants already counted (a delta's unchanged ones).
+    fn api_keys_unique<'a>(
+        &mut self,
+        owner: &mut HashMap<[u8; 32], &'a str, FastHash>,
+        tenants: impl IntoIterator<Item = &'a TenantConfig>,
+    ) {
         for t in tenants {
             for (i, key) in t.api_keys.iter().enumerate() {
                 if let Some(first) = owner.insert(key.sha256, t.id.as_str()) {
