@@ -48,6 +48,13 @@ pub struct Entry<T> {
     pub value: Option<T>,
 }
 
+impl<T> Entry<T> {
+    /// An entry that could not be decoded, defined by name only.
+    pub fn undecoded(name: String) -> Entry<T> {
+        Entry { name, value: None }
+    }
+}
+
 /// `[store]`: where a fleet of gateways keeps the routing table they share.
 #[derive(Debug, Default, Deserialize)]
 pub struct StoreFile {

@@ -289,22 +289,10 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
             // Still defined: what refers to it is not reported a second time.
             let name = || entity.name().unwrap_or_default().to_owned();
             match entity {
-                Entity::Tenant(_) => file.tenants.push(Entry {
-                    name: name(),
-                    value: None,
-                }),
-                Entity::Pool(_) => file.pools.push(Entry {
-                    name: name(),
-                    value: None,
-                }),
-                Entity::Host(_) => file.hosts.push(Entry {
-                    name: name(),
-                    value: None,
-                }),
-                Entity::Plan(_) => file.plans.push(Entry {
-                    name: name(),
-                    value: None,
-                }),
+                Entity::Tenant(_) => file.tenants.push(Entry::undecoded(name())),
+                Entity::Pool(_) => file.pools.push(Entry::undecoded(name())),
+                Entity::Host(_) => file.hosts.push(Entry::undecoded(name())),
+                Entity::Plan(_) => file.plans.push(Entry::undecoded(name())),
                 Entity::Setting(_) => {}
             }
             return;
