@@ -365,6 +365,10 @@ fn unplace(table: &mut Table) {
 /// Whether two entries' texts say the same, compared as the TOML values they decode to: layout and
 /// comments do not count.
 pub fn same_value(a: &str, b: &str) -> bool {
+    // Equal texts are the common case (an applied file's untouched entries), and need no parsing.
+    if a == b {
+        return true;
+    }
     match (a.parse::<toml::Table>(), b.parse::<toml::Table>()) {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
