@@ -224,13 +224,23 @@ pub async fn write_apply(
                     batches.len()
                 )))
             }
-            Err(StoreError::Refused { reason, .. }) => {
-                return Err(Refusal::StoreRefused(format!(
-                    "{reason} (a transaction of {} operations; lower [store] max_txn_ops to what etcd's --max-txn-ops allows)",
-                    batch.len() + TXN_OVERHEAD
-                )))
+            Err(e) => {
+                // Earlier transactions stay written; a new plan and apply writes the rest.
+                let partial = match n {
+                    0 => String::new(),
+                    _ => format!(
+                        "; {n} of {} transactions of this apply were written (revisions {revisions:?}): plan and apply again to write the rest",
+                        batches.len()
+                    ),
+                };
+                return Err(match e {
+                    StoreError::Refused { reason, .. } => Refusal::StoreRefused(format!(
+                        "{reason} (a transaction of {} operations; lower [store] max_txn_ops to what etcd's --max-txn-ops allows){partial}",
+                        batch.len() + TXN_OVERHEAD
+                    )),
+                    e => Refusal::StoreUnavailable(format!("{e}{partial}")),
+                });
             }
-            Err(e) => return Err(Refusal::StoreUnavailable(e.to_string())),
         };
         guard = store.unchanged(keys::CHANGED, written);
         revisions.push(written);
