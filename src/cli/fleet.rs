@@ -19,7 +19,7 @@ use crate::config::model::StoreConfig;
 use crate::config::{load_with_text, GatewayConfig};
 use crate::control::apply::{plan_apply, write_apply, Instance, RoutingFile};
 use crate::control::source::AuditQuery;
-use crate::control::store::{read_audit, Entries};
+use crate::control::store::{read_audit, read_mirrored, Entries};
 use crate::store::Store;
 
 /// `plan`'s exit code for changes (0: none, 1: invalid).
@@ -90,7 +90,7 @@ impl Direct {
     fn entries(&self) -> anyhow::Result<Entries> {
         let snapshot = self
             .runtime
-            .block_on(self.store.snapshot("", None))
+            .block_on(read_mirrored(&self.store))
             .with_context(|| format!("reading {}", self.store.label()))?;
         Ok(Entries::from_snapshot(&snapshot))
     }
@@ -209,7 +209,7 @@ fn apply_direct(
     };
     let planned = plan_apply(current.as_ref(), instance, &entries, file);
     let plan = match planned {
-        Ok((plan, _)) => plan,
+        Ok(plan) => plan,
         Err(refusal) => return Ok(refused(&refusal.to_json())),
     };
     let label = format!("the store {}", direct.store.label());

@@ -365,33 +365,23 @@ pub fn main() -> ExitCode {
                 admin,
                 json: false,
             });
-            match (command, through) {
-                (
-                    KeyCommand::Create {
-                        tenant,
-                        expires,
-                        json,
-                    },
-                    Some(args),
-                ) => keys::create_through(&args, &tenant, expires.as_deref(), json),
-                (KeyCommand::Revoke { tenant, id }, Some(args)) => {
-                    keys::revoke_through(&args, &tenant, &id)
-                }
-                (KeyCommand::List { tenant, json }, Some(args)) => {
-                    keys::list_through(&args, tenant.as_deref(), json)
-                }
-                (
-                    KeyCommand::Create {
-                        tenant,
-                        expires,
-                        json,
-                    },
-                    None,
-                ) => keys::create(&config, &tenant, expires.as_deref(), json),
-                (KeyCommand::List { tenant, json }, None) => {
-                    keys::list(&config, tenant.as_deref(), json)
-                }
-                (KeyCommand::Revoke { tenant, id }, None) => keys::revoke(&config, &tenant, &id),
+            match command {
+                KeyCommand::Create {
+                    tenant,
+                    expires,
+                    json,
+                } => match &through {
+                    Some(args) => keys::create_through(args, &tenant, expires.as_deref(), json),
+                    None => keys::create(&config, &tenant, expires.as_deref(), json),
+                },
+                KeyCommand::List { tenant, json } => match &through {
+                    Some(args) => keys::list_through(args, tenant.as_deref(), json),
+                    None => keys::list(&config, tenant.as_deref(), json),
+                },
+                KeyCommand::Revoke { tenant, id } => match &through {
+                    Some(args) => keys::revoke_through(args, &tenant, &id),
+                    None => keys::revoke(&config, &tenant, &id),
+                },
             }
         }
         Command::AdminToken => keys::admin_token(),

@@ -11,6 +11,7 @@ use std::fmt;
 use toml_edit::{DocumentMut, Item, Table};
 
 use super::error::{KeyPath, KeySegment};
+use super::model::TenantConfig;
 use crate::routing::host::canonical_domain;
 
 /// `[gateway]` keys that are part of the routing table: the fleet's, in the store's `gateway`
@@ -90,6 +91,14 @@ impl Entity {
             Entity::Plan(name) => format!("plans/{name}"),
             Entity::Setting(s) => s.name().to_owned(),
         }
+    }
+
+    /// Where the table's entries sit below the store's prefix: each keyed section's folder and each
+    /// setting's key (`parse` takes what they hold).
+    pub fn stored_under() -> impl Iterator<Item = &'static str> {
+        ["tenants/", "pools/", "hosts/", "plans/"]
+            .into_iter()
+            .chain(Setting::ALL.into_iter().map(Setting::name))
     }
 
     /// The entity a key below the prefix names; `None` for keys that are not part of the table
@@ -181,6 +190,20 @@ impl fmt::Display for Entity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.key())
     }
+}
+
+/// The pools and plan a tenant's entry names (each once, sorted): what must exist beside it, and
+/// what a tenant file of it carries.
+pub fn named_by(t: &TenantConfig) -> Vec<Entity> {
+    let mut named: Vec<Entity> = std::iter::once(t.pool.as_str())
+        .chain(t.previous_pool.as_deref())
+        .chain(t.canary.as_ref().map(|c| c.pool.as_str()))
+        .map(|p| Entity::Pool(p.to_owned()))
+        .collect();
+    named.extend(t.plan.iter().map(|p| Entity::Plan(p.clone())));
+    named.sort();
+    named.dedup();
+    named
 }
 
 /// The shared entries of a routing file, each as the TOML its entry in the store holds, in file

@@ -80,7 +80,7 @@ pub fn plan_apply(
     instance: Instance<'_>,
     entries: &Entries,
     file: RoutingFile<'_>,
-) -> Result<(ApplyPlan, GatewayConfig), Refusal> {
+) -> Result<ApplyPlan, Refusal> {
     let RoutingFile { path, text, prune } = file;
     let doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| {
         Refusal::BadRequest(format!("{} is not TOML: {e}", path.display()))
@@ -127,17 +127,14 @@ pub fn plan_apply(
     // The table as it will be, against the one in use (nothing, when the store holds none that
     // is valid): an instance's own settings are the same on both sides.
     let changes = current.map_or_else(Vec::new, |current| diff(current, &config));
-    Ok((
-        ApplyPlan {
-            changes,
-            writes,
-            unchanged,
-            not_in_file,
-            revision: entries.revision,
-            instance_sections: split.instance_sections,
-        },
-        config,
-    ))
+    Ok(ApplyPlan {
+        changes,
+        writes,
+        unchanged,
+        not_in_file,
+        revision: entries.revision,
+        instance_sections: split.instance_sections,
+    })
 }
 
 /// Puts before removals; what others name before what names it (settings, pools and plans before

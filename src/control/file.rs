@@ -96,7 +96,6 @@ impl Source for FileSource {
         Ok(Draft {
             text,
             base: Base::File,
-            generation: plane.table.load().generation(),
             started: Instant::now(),
         })
     }

@@ -34,7 +34,7 @@ use serde_json::Value;
 use crate::config::diff::Change;
 use crate::config::load::check_fragment;
 use crate::config::model::TenantConfig;
-use crate::config::shared::Entity;
+use crate::config::shared::{named_by, Entity};
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
 use crate::routing::{RoutingTable, TableHandle};
@@ -488,7 +488,7 @@ impl ControlPlane {
             let text = request.text.clone();
             let source = request.source.clone();
             let prune = request.prune;
-            let (mut plan, _) = tokio::task::spawn_blocking(move || {
+            let mut plan = tokio::task::spawn_blocking(move || {
                 let instance = apply::Instance {
                     path: &current.config.path,
                     text: &current.text,
@@ -545,13 +545,7 @@ impl ControlPlane {
             .tenant(id)
             .ok_or_else(|| Refusal::UnknownTenant(id.to_owned()))?;
         let mut entries = vec![Entity::Tenant(id.to_owned())];
-        entries.extend(
-            std::iter::once(tenant.pool.as_str())
-                .chain(tenant.previous_pool.as_deref())
-                .chain(tenant.canary.as_ref().map(|c| c.pool.as_str()))
-                .map(|p| Entity::Pool(p.to_owned())),
-        );
-        entries.extend(tenant.plan.iter().map(|p| Entity::Plan(p.clone())));
+        entries.extend(named_by(tenant));
         let text = self.source.read(self, &Scope::Entries(entries));
         transfer::export(
             &text,

@@ -666,9 +666,15 @@ impl FleetRecord {
 impl ControlPlane {
     /// The fleet's record of the tenant's promotion, when the table is in a store and it has one.
     pub fn fleet_record(&self, id: &str) -> Option<FleetRecord> {
-        let store = self.store()?;
-        let entries = store.entries();
-        serde_json::from_str(&entries.promotions.get(id)?.value).ok()
+        self.fleet_record_at(id).map(|(record, _)| record)
+    }
+
+    /// `fleet_record`, with the revision it was last written at.
+    fn fleet_record_at(&self, id: &str) -> Option<(FleetRecord, i64)> {
+        let entries = self.store()?.entries();
+        let kv = entries.promotions.get(id)?;
+        let record = serde_json::from_str(&kv.value).ok()?;
+        Some((record, kv.mod_revision))
     }
 
     /// The instance that holds the lock of the tenant's promotion.
@@ -738,11 +744,7 @@ impl ControlPlane {
         let Some(store) = self.store() else {
             return Beside::default();
         };
-        let entries = store.entries();
-        let Some((kv, mut record)) = entries.promotions.get(id).and_then(|kv| {
-            let record: FleetRecord = serde_json::from_str(&kv.value).ok()?;
-            Some((kv, record))
-        }) else {
+        let Some((mut record, revision)) = self.fleet_record_at(id) else {
             return Beside::default();
         };
         if record.state != RUNNING {
@@ -761,7 +763,7 @@ impl ControlPlane {
             )],
             deletes: vec![lock.clone()],
             held: if ours { vec![lock] } else { Vec::new() },
-            unchanged: vec![(keys::promotion(id), kv.mod_revision)],
+            unchanged: vec![(keys::promotion(id), revision)],
             absent: Vec::new(),
         }
     }

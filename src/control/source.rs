@@ -37,8 +37,6 @@ pub struct Draft {
     /// In a config file's layout: the whole file, or the entries read from the store.
     pub text: String,
     pub(super) base: Base,
-    /// The table's generation the draft was read at.
-    pub generation: u64,
     /// When the change began, for its duration.
     pub started: std::time::Instant,
 }

@@ -25,7 +25,7 @@ use super::{now, ControlPlane, Outcome, Prepared, Refusal};
 use crate::config::diff::Change;
 use crate::config::load::load_with_store;
 use crate::config::model::{StoreConfig, TenantConfig};
-use crate::config::shared::{assemble, same_value, split, Entity};
+use crate::config::shared::{assemble, named_by, same_value, split, Entity};
 use crate::config::validate::{validate_delta, EntryChange, Mirror, TXN_OVERHEAD};
 use crate::config::{ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
@@ -61,6 +61,15 @@ pub struct Entries {
     few: Arc<BTreeMap<Entity, Entry>>,
     pub promotions: Arc<BTreeMap<String, Kv>>,
     pub locks: Arc<BTreeMap<String, Kv>>,
+}
+
+/// What an instance keeps of its store, read at one revision: the table's entries, the
+/// promotions and their locks. Not the audit log, which grows with every change, nor the canary
+/// counts, which the instance running a promotion reads itself.
+pub async fn read_mirrored(store: &Store) -> Result<Snapshot, StoreError> {
+    let mut below: Vec<&str> = Entity::stored_under().collect();
+    below.extend([keys::PROMOTIONS, keys::PROMOTION_LOCKS]);
+    store.snapshot_of(&below, None).await
 }
 
 impl Entries {
@@ -271,12 +280,16 @@ impl StoreSource {
         let (store, snapshot) = loop {
             let attempt = async {
                 let store = Store::connect(config).await?;
-                let snapshot = store.snapshot("", None).await?;
+                let snapshot = read_mirrored(&store).await?;
                 Ok::<_, StoreError>((store, snapshot))
             };
             match attempt.await {
                 Ok(done) => break done,
-                Err(e) if e.is_unavailable() && Instant::now() < deadline => {
+                // Compacted: etcd compacted between two of the reads, which then start again.
+                Err(e)
+                    if (e.is_unavailable() || matches!(e, StoreError::Compacted { .. }))
+                        && Instant::now() < deadline =>
+                {
                     tracing::warn!(error = %e, "waiting for the store");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -519,19 +532,6 @@ fn scoped(scope: &Scope) -> Vec<Entity> {
     }
 }
 
-/// The pools and plan a tenant's entry names: they must exist when it is written.
-fn named_by(t: &TenantConfig) -> Vec<Entity> {
-    let mut needs: Vec<Entity> = std::iter::once(t.pool.as_str())
-        .chain(t.previous_pool.as_deref())
-        .chain(t.canary.as_ref().map(|c| c.pool.as_str()))
-        .map(|p| Entity::Pool(p.to_owned()))
-        .collect();
-    needs.extend(t.plan.iter().map(|p| Entity::Plan(p.clone())));
-    needs.sort();
-    needs.dedup();
-    needs
-}
-
 #[async_trait]
 impl Source for StoreSource {
     fn kind(&self) -> &'static str {
@@ -548,7 +548,7 @@ impl Source for StoreSource {
         load_with_store(path, text, &self.origin, &view.all())
     }
 
-    async fn draft(&self, plane: &ControlPlane, scope: &Scope) -> Result<Draft, Refusal> {
+    async fn draft(&self, _plane: &ControlPlane, scope: &Scope) -> Result<Draft, Refusal> {
         if !self.is_up() {
             let error = self
                 .health
@@ -569,11 +569,10 @@ impl Source for StoreSource {
                 self.seen()
             )));
         }
-        let texts: Vec<(Entity, String)> = read
-            .iter()
-            .filter_map(|(e, kv)| Some((e.clone(), kv.as_ref()?.value.clone())))
-            .collect();
-        let text = assemble(texts.iter().map(|(e, t)| (e, t.as_str())));
+        let text = assemble(
+            read.iter()
+                .filter_map(|(e, kv)| Some((e, kv.as_ref()?.value.as_str()))),
+        );
         Ok(Draft {
             text,
             base: Base::Store(
@@ -581,7 +580,6 @@ impl Source for StoreSource {
                     .map(|(e, kv)| (e, kv.map_or(0, |kv| kv.mod_revision)))
                     .collect(),
             ),
-            generation: plane.table.load().generation(),
             started: Instant::now(),
         })
     }
@@ -843,10 +841,9 @@ impl Source for StoreSource {
         )
     }
 
-    fn export(&self, plane: &ControlPlane) -> (String, u64) {
+    fn export(&self, _plane: &ControlPlane) -> (String, u64) {
         let entries = self.entries();
         let text = assemble(entries.iter().map(|(e, v)| (e, &*v.text)));
-        let _ = plane;
         (text, u64::try_from(entries.revision).unwrap_or(0))
     }
 
@@ -891,13 +888,12 @@ impl Source for StoreSource {
 /// The fleet's audit records, one per change made through it, oldest first, each flattened into one
 /// line per routing change (a refused change is one line).
 pub async fn read_audit(store: &Store, query: &AuditQuery) -> Result<Vec<Value>, StoreError> {
-    let snapshot = store.snapshot(keys::AUDIT, None).await?;
-    let from = query.since.map(keys::audit_from);
+    let from = query
+        .since
+        .map_or_else(|| keys::AUDIT.to_owned(), keys::audit_from);
+    let snapshot = store.snapshot_from(keys::AUDIT, &from, None).await?;
     let mut out = Vec::new();
     for kv in snapshot.kvs {
-        if from.as_ref().is_some_and(|f| kv.key.as_str() < f.as_str()) {
-            continue;
-        }
         let Ok(record) = serde_json::from_str::<Value>(&kv.value) else {
             continue;
         };
@@ -1228,7 +1224,7 @@ impl pingora::services::background::BackgroundService for StoreWatcher {
                     }
                     Err(StoreError::Compacted { compacted, .. }) => {
                         tracing::warn!(from, compacted, "the store compacted away revisions this instance had not seen; reading it whole");
-                        match source.store.snapshot("", None).await {
+                        match read_mirrored(&source.store).await {
                             Ok(snapshot) => self.control.resync(snapshot).await,
                             Err(e) => {
                                 source.set_health(Err(&e));

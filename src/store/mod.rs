@@ -76,7 +76,7 @@ pub struct Kv {
     pub lease: i64,
 }
 
-/// Everything below the prefix at one revision.
+/// Keys below the prefix (relative) at one revision.
 #[derive(Debug)]
 pub struct Snapshot {
     pub revision: i64,
@@ -213,13 +213,42 @@ impl Store {
     /// Every key below `below` (relative, `""` for the whole prefix) at one revision, read in
     /// pages: the store's current revision, or `at`.
     pub async fn snapshot(&self, below: &str, at: Option<i64>) -> Result<Snapshot, StoreError> {
-        let start = self.key(below);
-        let end = prefix_end(start.as_bytes());
+        self.snapshot_from(below, below, at).await
+    }
+
+    /// Every key below each of `below`, all at one revision: the first read's, or `at`.
+    pub async fn snapshot_of(
+        &self,
+        below: &[&str],
+        at: Option<i64>,
+    ) -> Result<Snapshot, StoreError> {
+        let mut whole = Snapshot {
+            revision: at.unwrap_or(0),
+            kvs: Vec::new(),
+        };
+        for part in below {
+            let at = (whole.revision > 0).then_some(whole.revision);
+            let read = self.snapshot(part, at).await?;
+            whole.revision = read.revision;
+            whole.kvs.extend(read.kvs);
+        }
+        Ok(whole)
+    }
+
+    /// The keys below `below` that sort at or after `from` (which starts with `below`), as
+    /// `snapshot` reads them.
+    pub async fn snapshot_from(
+        &self,
+        below: &str,
+        from: &str,
+        at: Option<i64>,
+    ) -> Result<Snapshot, StoreError> {
+        let end = prefix_end(self.key(below).as_bytes());
         let mut kv = self
             .client
             .kv_client()
             .max_decoding_message_size(MAX_MESSAGE);
-        let mut from = start.into_bytes();
+        let mut from = self.key(from).into_bytes();
         let mut revision = at.unwrap_or(0);
         let mut kvs = Vec::new();
         loop {
