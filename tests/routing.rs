@@ -198,6 +198,32 @@ async fn missing_and_malformed_hosts_get_400_bad_host() {
 }
 
 #[tokio::test]
+async fn pipelined_requests_are_each_answered_in_order_by_their_own_host() {
+    let f = fixture().await;
+    let response = raw_request(
+        f.gw.http,
+        b"GET /one HTTP/1.1\r\nHost: acme.yourapp.test\r\n\r\n\
+          GET /two HTTP/1.1\r\nHost: initech.yourapp.test\r\n\r\n\
+          GET /three HTTP/1.1\r\nHost: globex.yourapp.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let answers: Vec<&str> = response
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .map(|a| a.get(..3).unwrap_or(a))
+        .collect();
+    assert_eq!(answers, ["200", "200", "403"], "{response}");
+    let acme = response
+        .find("\"upstream\":\"dedicated\"")
+        .expect(&response);
+    let initech = response.find("\"upstream\":\"shared").expect(&response);
+    let globex = response.find("tenant_suspended").expect(&response);
+    assert!(acme < initech && initech < globex, "{response}");
+    assert_eq!(f.dedicated.hits(), 1);
+    assert_eq!(f.shared1.hits() + f.shared2.hits(), 1);
+}
+
+#[tokio::test]
 async fn absolute_form_requests_are_routed_by_their_host() {
     let f = fixture().await;
     let response = raw_request(

@@ -133,6 +133,17 @@ impl ProxyHttp for Gateway {
     /// on every response.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// Lets an HTTP/1.1 client pipeline: the requests it sends before reading a response are each
+    /// answered, in order (RFC 9112 §9.3.2), each routed on its own. Never fails.
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        session.set_pipelining_enabled(true);
+        Ok(())
+    }
+
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: Instant::now(),
