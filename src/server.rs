@@ -33,6 +33,7 @@ use crate::proxy::Gateway;
 use crate::routing::{RoutingTable, TableHandle};
 use crate::tls::{KeepServerName, SniResolver};
 use crate::upstream::health::HealthChecker;
+use crate::upstream::keepalive_pool_size;
 
 /// After SIGTERM, how long in-flight requests get before the runtimes stop (Pingora's default is 300 s,
 /// longer than any orchestrator waits).
@@ -194,6 +195,12 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
     let conf = ServerConf {
         threads: config.gateway.threads,
         work_stealing: config.gateway.work_stealing,
+        // Pingora keeps this many per thread, in one pool for the process.
+        upstream_keepalive_pool_size: keepalive_pool_size(
+            config.gateway.upstream_keepalive,
+            &config.routing.pools,
+        )
+        .div_ceil(config.gateway.threads.max(1)),
         grace_period_seconds: Some(GRACE_PERIOD_SECONDS),
         graceful_shutdown_timeout_seconds: Some(SHUTDOWN_TIMEOUT_SECONDS),
         upgrade_sock: upgrade_socket(&config),

@@ -260,6 +260,17 @@ async fn host_and_claim_must_agree_and_switching_stays_in_the_list() {
         403,
         "tenant_mismatch",
     );
+    // Once the token has been verified (and cached) on the shared API host, it still opens no
+    // other tenant's: the cache holds who the token is, never where it may go.
+    assert_eq!(
+        with_token(gw, "api.yourapp.test", "/", &other).await.status,
+        200
+    );
+    refused(
+        &with_token(gw, initech, "/", &other).await,
+        403,
+        "tenant_mismatch",
+    );
     refused(
         &send(gw.get(initech, "/")).await,
         401,

@@ -371,6 +371,14 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         true,
     );
     setting("gateway.h2c", o.h2c.to_string(), n.h2c.to_string(), true);
+    let keepalive =
+        |k: Option<usize>| k.map_or_else(|| "from the pools".to_owned(), |k| k.to_string());
+    setting(
+        "gateway.upstream_keepalive",
+        keepalive(o.upstream_keepalive),
+        keepalive(n.upstream_keepalive),
+        true,
+    );
     let listen =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
     setting(
@@ -572,13 +580,14 @@ fn jwt_summary(jwt: &Option<super::model::JwtConfig>) -> String {
         })
         .collect();
     format!(
-        "iss={} aud={} tenant_claim={} tenants_claim={} roles_claim={} leeway={}s keys=[{}] jwks_url={}",
+        "iss={} aud={} tenant_claim={} tenants_claim={} roles_claim={} leeway={}s cache={} keys=[{}] jwks_url={}",
         j.issuer.as_deref().unwrap_or("-"),
         j.audience.join("|"),
         j.tenant_claim,
         j.tenants_claim.as_deref().unwrap_or("-"),
         j.roles_claim,
         j.leeway_seconds,
+        j.cache_size,
         keys.join(" "),
         j.jwks_url.as_ref().map_or("-", |u| u.url.as_str()),
     )

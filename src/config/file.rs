@@ -106,6 +106,9 @@ pub struct GatewayFile {
     /// Let idle worker threads take tasks from busy ones. Off by default: each thread then runs its
     /// own connections start to finish, like nginx workers, which is faster for short requests.
     pub work_stealing: Option<bool>,
+    /// Idle upstream connections kept for reuse, for the whole process. Default: follows the table
+    /// (see `upstream_keepalive_for`), not Pingora's 128 per thread.
+    pub upstream_keepalive: Option<usize>,
     /// The HTTPS listener; without it the gateway serves plain HTTP only.
     pub https_listen: Option<String>,
     /// Answer plain-HTTP requests with a redirect to HTTPS (every tenant; a tenant's own
@@ -159,6 +162,9 @@ pub struct JwtFile {
     pub jwks_url: Option<String>,
     /// How often `jwks_url` is fetched again. Default 300.
     pub jwks_refresh_seconds: Option<u64>,
+    /// How many verified tokens are remembered, so that a token is verified once, not on every
+    /// request. 0: none. Default 16384.
+    pub cache_size: Option<usize>,
     /// Keys written in the config.
     #[serde(default)]
     pub keys: Vec<JwtKeyFile>,

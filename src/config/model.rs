@@ -33,6 +33,8 @@ pub struct GatewaySettings {
     pub log_format: LogFormat,
     pub h2c: bool,
     pub work_stealing: bool,
+    /// `upstream_keepalive`; `None`: sized from the table at start.
+    pub upstream_keepalive: Option<usize>,
     /// `[limits.redis]`: the store fleet-wide limits share (`None`: every limit is this instance's).
     pub fleet: Option<FleetConfig>,
     /// `[store]`: the etcd the fleet's routing table is kept in (`None`: this file holds it).
@@ -327,6 +329,8 @@ pub struct JwtConfig {
     pub tenants_claim: Option<String>,
     pub roles_claim: String,
     pub leeway_seconds: u64,
+    /// Verified tokens remembered (0: every request is verified).
+    pub cache_size: usize,
     /// From `[[jwt.keys]]` and `jwks_file`.
     pub keys: Vec<JwtKey>,
     pub jwks_file: Option<JwksFile>,
@@ -336,6 +340,8 @@ pub struct JwtConfig {
 pub const DEFAULT_TENANT_CLAIM: &str = "tid";
 pub const DEFAULT_ROLES_CLAIM: &str = "roles";
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
+pub const DEFAULT_TOKEN_CACHE_SIZE: usize = 16 * 1024;
+pub const MAX_TOKEN_CACHE_SIZE: usize = 1 << 24;
 pub const DEFAULT_JWKS_REFRESH_SECONDS: u64 = 300;
 
 /// A verification key bound to one algorithm: a token signed with any other is refused, whatever

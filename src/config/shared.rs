@@ -16,7 +16,7 @@ use crate::routing::host::canonical_domain;
 
 /// `[gateway]` keys that are part of the routing table: the fleet's, in the store's `gateway`
 /// entry. The others (`http_listen`, `https_listen`, `https_redirect_port`, `threads`,
-/// `log_format`, `h2c`, `work_stealing`, `access_log`) are each instance's.
+/// `log_format`, `h2c`, `work_stealing`, `upstream_keepalive`, `access_log`) are each instance's.
 pub const SHARED_GATEWAY_KEYS: &[&str] = &[
     "base_domains",
     "tenant_header",

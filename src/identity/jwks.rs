@@ -7,7 +7,7 @@
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -68,6 +68,9 @@ pub struct RemoteKeys {
     /// Unix seconds of the last fetch attempt and the last success (0: never).
     attempted: AtomicI64,
     fetched: AtomicI64,
+    /// Bumped whenever the key set changes: tokens cached with an older generation are verified
+    /// again (a key that left the JWKS verifies nothing more).
+    generation: AtomicU64,
 }
 
 /// However often unknown kids arrive, the URL is fetched at most this often.
@@ -82,6 +85,7 @@ impl RemoteKeys {
             wanted: AtomicBool::new(false),
             attempted: AtomicI64::new(0),
             fetched: AtomicI64::new(0),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -95,6 +99,19 @@ impl RemoteKeys {
 
     pub fn keys(&self) -> arc_swap::Guard<Arc<Vec<JwtKey>>> {
         self.keys.load()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Swaps in a new key set; a set that differs from the one in use moves the generation on.
+    pub fn replace_keys(&self, keys: Vec<JwtKey>) {
+        let changed = **self.keys.load() != keys;
+        self.keys.store(Arc::new(keys));
+        if changed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
     }
 
     pub fn want_refresh(&self) {
@@ -143,7 +160,7 @@ impl RemoteKeys {
             .map_err(|e| format!("reading {}: {e}", self.url))?;
         let keys = parse_jwks(&body, "jwks_url")?;
         let count = keys.len();
-        self.keys.store(Arc::new(keys));
+        self.replace_keys(keys);
         self.fetched.store(now, Ordering::Relaxed);
         Ok(count)
     }

@@ -4,9 +4,11 @@
 //! validated config; `routing::access` combines what it proves with the request's host.
 
 pub mod api_key;
+pub mod crypto;
 pub mod jwks;
 pub mod jwt;
 pub mod rules;
+pub mod token_cache;
 
 use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 

@@ -92,7 +92,7 @@ pub struct RequestCtx {
     /// Set when the gateway answers the request itself.
     error: Option<GatewayError>,
     /// The verified credential, when the request needed one.
-    principal: Option<Principal>,
+    principal: Option<Arc<Principal>>,
     /// The request's place in its tenant's in-flight count, released when the request ends.
     permit: Option<Permit>,
     /// What the request left of its tightest rate limit, for the `RateLimit-*` headers.
@@ -212,7 +212,7 @@ impl ProxyHttp for Gateway {
                 let admitted = admit_within_limits(
                     self.fleet.as_deref(),
                     tenant,
-                    ctx.principal.as_ref(),
+                    ctx.principal.as_deref(),
                     req.uri.path(),
                 )
                 .await;
@@ -361,7 +361,7 @@ impl ProxyHttp for Gateway {
             client_ip,
             proto: if is_tls(session) { "https" } else { "http" },
             request_id: &ctx.request_id,
-            identity: ctx.principal.as_ref(),
+            identity: ctx.principal.as_deref(),
             switch_tenant_header: &ctx.table.identity().switch_tenant_header,
         };
         forward_headers(upstream_request, &forwarded)

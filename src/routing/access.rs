@@ -10,6 +10,8 @@
 //! - the credential's tenant may be switched (`X-Switch-Tenant`) to one its token lists;
 //! - route rules (global, then the tenant's) each need one of their roles.
 
+use std::sync::Arc;
+
 use http::HeaderMap;
 
 use super::table::{Refused, Route, RoutingTable, Target};
@@ -24,7 +26,7 @@ use crate::tenant::TenantStatus;
 pub struct Admitted {
     pub route: Route,
     /// The verified credential, when one was needed.
-    pub principal: Option<Principal>,
+    pub principal: Option<Arc<Principal>>,
 }
 
 impl RoutingTable {
@@ -134,12 +136,16 @@ impl RoutingTable {
     }
 
     /// Verifies the request's token or API key.
-    pub fn authenticate(&self, headers: &HeaderMap, now: i64) -> Result<Principal, GatewayError> {
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Result<Arc<Principal>, GatewayError> {
         let identity = self.identity();
         match credential(headers, identity.api_key_header.as_ref())? {
             None => Err(GatewayError::MissingCredentials),
             Some(Credential::Jwt(token)) => match &identity.jwt {
-                Some(verifier) => verifier.verify(token),
+                Some(verifier) => verifier.verify(token, now),
                 // No [jwt]: no key can verify it.
                 None => Err(GatewayError::UnknownKeyId),
             },
@@ -150,14 +156,14 @@ impl RoutingTable {
                     .and_then(|i| self.tenant(i))
                     .ok_or(GatewayError::InvalidApiKey)?;
                 let key_id = tenant.api_keys.check(key, now)?;
-                Ok(Principal {
+                Ok(Arc::new(Principal {
                     method: AuthMethod::ApiKey,
                     tenant: Some(id.to_owned()),
                     tenants: Vec::new(),
                     subject: None,
                     roles: Vec::new(),
                     key_id: Some(key_id.to_owned()),
-                })
+                }))
             }
         }
     }

@@ -114,7 +114,8 @@ pub enum Target {
 /// The table's part of identity: verifiers and rules that apply to every tenant.
 #[derive(Debug)]
 pub struct IdentityTable {
-    pub jwt: Option<JwtVerifier>,
+    /// Shared with the next table when its `[jwt]` is the same, cache and all.
+    pub jwt: Option<Arc<JwtVerifier>>,
     pub api_key_header: Option<HeaderName>,
     pub switch_tenant_header: HeaderName,
     pub route_rules: Box<[RouteRule]>,
@@ -787,7 +788,13 @@ fn identity_table(config: &RoutingConfig, previous: Option<&RoutingTable>) -> Id
                 .filter(|r| r.refresh() == u.refresh)
                 .unwrap_or_else(|| Arc::new(RemoteKeys::new(&u.url, u.refresh)))
         });
-        JwtVerifier::new(jwt, remote)
+        let kept = previous
+            .and_then(|t| t.identity().jwt.as_ref())
+            .filter(|v| v.is_built_from(jwt, remote.as_ref()));
+        match kept {
+            Some(verifier) => Arc::clone(verifier),
+            None => Arc::new(JwtVerifier::new(jwt, remote)),
+        }
     });
     IdentityTable {
         jwt,

@@ -19,6 +19,31 @@ use prometheus::IntCounter;
 use crate::config::model::{Balancing, PoolConfig, UpstreamTls};
 use crate::metrics::Metrics;
 
+/// Idle connections kept per upstream address when `upstream_keepalive` is left out: enough for a
+/// burst of responses from hundreds of client connections to all go back to the pool (Pingora's 128
+/// per thread closed three connections in four at 512 clients on one upstream).
+pub const KEEPALIVE_PER_UPSTREAM: usize = 1024;
+/// The most idle connections the default keeps, however many upstreams the table names: each is a
+/// file descriptor.
+pub const KEEPALIVE_DEFAULT_CAP: usize = 16 * 1024;
+
+/// How many idle upstream connections the process keeps: `configured`, or
+/// `KEEPALIVE_PER_UPSTREAM` for each distinct upstream address in `pools`, within
+/// `KEEPALIVE_PER_UPSTREAM..=KEEPALIVE_DEFAULT_CAP`. Fixed at start (Pingora sizes its pool once).
+pub fn keepalive_pool_size(configured: Option<usize>, pools: &[PoolConfig]) -> usize {
+    if let Some(n) = configured {
+        return n;
+    }
+    let addresses: std::collections::HashSet<SocketAddr> = pools
+        .iter()
+        .flat_map(|p| p.upstreams.iter().map(|u| u.addr))
+        .collect();
+    addresses
+        .len()
+        .saturating_mul(KEEPALIVE_PER_UPSTREAM)
+        .clamp(KEEPALIVE_PER_UPSTREAM, KEEPALIVE_DEFAULT_CAP)
+}
+
 /// Health of one upstream, from active checks and from failed connections.
 #[derive(Debug)]
 pub struct UpstreamState {
@@ -304,7 +329,11 @@ mod tests {
     use crate::config::model::{PoolTimeouts, UpstreamConfig};
 
     fn pool(n: u16, balancing: Balancing) -> Pool {
-        let config = PoolConfig {
+        Pool::new(pool_config(n, balancing), |_| None)
+    }
+
+    fn pool_config(n: u16, balancing: Balancing) -> PoolConfig {
+        PoolConfig {
             name: "p".into(),
             upstreams: (0..n)
                 .map(|i| {
@@ -319,8 +348,21 @@ mod tests {
             health_check: None,
             timeouts: PoolTimeouts::default(),
             tls: None,
-        };
-        Pool::new(config, |_| None)
+        }
+    }
+
+    #[test]
+    fn the_keepalive_pool_follows_the_distinct_upstreams_within_its_bounds() {
+        let two = pool_config(2, Balancing::RoundRobin);
+        let same_two = pool_config(2, Balancing::LeastRequest);
+        assert_eq!(keepalive_pool_size(None, &[]), KEEPALIVE_PER_UPSTREAM);
+        assert_eq!(
+            keepalive_pool_size(None, &[two.clone(), same_two]),
+            2 * KEEPALIVE_PER_UPSTREAM
+        );
+        let many = pool_config(100, Balancing::RoundRobin);
+        assert_eq!(keepalive_pool_size(None, &[many]), KEEPALIVE_DEFAULT_CAP);
+        assert_eq!(keepalive_pool_size(Some(7), &[two]), 7);
     }
 
     #[test]

@@ -20,7 +20,8 @@ use crate::config::file::{
 use crate::config::model::{
     AdminToken, ApiKeyConfig, IdentityConfig, JwksFile, JwksUrl, JwtConfig, JwtKey, RouteRule,
     TenantSource, DEFAULT_JWKS_REFRESH_SECONDS, DEFAULT_LEEWAY_SECONDS, DEFAULT_ROLES_CLAIM,
-    DEFAULT_SWITCH_TENANT_HEADER, DEFAULT_TENANT_CLAIM,
+    DEFAULT_SWITCH_TENANT_HEADER, DEFAULT_TENANT_CLAIM, DEFAULT_TOKEN_CACHE_SIZE,
+    MAX_TOKEN_CACHE_SIZE,
 };
 use crate::identity::api_key::from_hex;
 use crate::identity::jwks::parse_jwks;
@@ -230,6 +231,17 @@ impl Validator {
             .tenants_claim
             .as_ref()
             .map(|c| claim("tenants_claim", Some(c), "tenants"));
+        let cache_size = match j.cache_size {
+            None => DEFAULT_TOKEN_CACHE_SIZE,
+            Some(n) if n <= MAX_TOKEN_CACHE_SIZE => n,
+            Some(n) => {
+                self.errors.push(ConfigError::at_value(
+                    KeyPath::root().key("jwt").key("cache_size"),
+                    format!("{n} cached tokens: use 0 (no cache) to {MAX_TOKEN_CACHE_SIZE}"),
+                ));
+                DEFAULT_TOKEN_CACHE_SIZE
+            }
+        };
         JwtConfig {
             issuer: j.issuer.clone(),
             audience,
@@ -237,6 +249,7 @@ impl Validator {
             tenants_claim,
             roles_claim,
             leeway_seconds: j.leeway_seconds.unwrap_or(DEFAULT_LEEWAY_SECONDS),
+            cache_size,
             keys,
             jwks_file,
             jwks_url,

@@ -38,6 +38,7 @@ pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9900";
 pub const DEFAULT_TENANT_HEADER: &str = "X-Tenant-ID";
 pub const MAX_THREADS: usize = 1024;
+pub const MAX_UPSTREAM_KEEPALIVE: usize = 1 << 20;
 
 const DEFAULT_CHECK_INTERVAL_MS: u64 = 2_000;
 const DEFAULT_CHECK_TIMEOUT_MS: u64 = 1_000;
@@ -272,6 +273,16 @@ impl Validator {
             },
             h2c: g.h2c.unwrap_or(false),
             work_stealing: g.work_stealing.unwrap_or(false),
+            upstream_keepalive: g.upstream_keepalive.filter(|&n| {
+                let fits = (1..=MAX_UPSTREAM_KEEPALIVE).contains(&n);
+                if !fits {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("upstream_keepalive"),
+                        format!("{n} idle upstream connections: use 1 to {MAX_UPSTREAM_KEEPALIVE}, or leave it out to size it from the pools"),
+                    ));
+                }
+                fits
+            }),
             fleet: None,
             store: None,
         }
