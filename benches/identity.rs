@@ -1,4 +1,4 @@
-//! What verifying a credential adds to a request: `RoutingTable::admit_request` for a tenant's host
+//! What verifying a credential adds to a request: `admission::identify` for a tenant's host
 //! with no credential (the baseline), and on a shared API host with an HS256 token, an RS256 token
 //! and an API key. The difference to the baseline is the added cost per request.
 //!
@@ -10,8 +10,9 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderValue, Uri};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use tenantgate::admission::{identify, Admission, Connection, Request};
 use tenantgate::config::load_str;
 use tenantgate::identity::api_key::{generate, sha256, to_hex};
 use tenantgate::routing::RoutingTable;
@@ -102,13 +103,23 @@ fn admit(c: &mut Criterion) {
         ("jwt_hs256_first_sight", "api.yourapp.test", &hs, &uncached),
         ("jwt_rs256_first_sight", "api.yourapp.test", &rs, &uncached),
     ];
+    let uri: Uri = "/orders".parse().expect("uri");
     for (name, host, headers, table) in cases {
+        let request = Request {
+            host: Some(host),
+            headers,
+            uri: &uri,
+            connection: Connection::Tls { server_name: None },
+            roll: 50,
+            now,
+        };
+        let admitted = identify(table, &request);
         assert!(
-            table.admit_request(host, headers, "/", 50, now).is_ok(),
-            "{name}"
+            matches!(admitted, Admission::Proxy(_)),
+            "{name}: {admitted:?}"
         );
         group.bench_function(name, |b| {
-            b.iter(|| black_box(table.admit_request(black_box(host), headers, "/orders", 50, now)))
+            b.iter(|| black_box(identify(table, black_box(&request))))
         });
     }
     group.finish();

@@ -7,6 +7,7 @@
 //! from; `server` wires everything into one Pingora server; `cli` is the command line.
 
 pub mod admin;
+pub mod admission;
 pub mod atomic_file;
 pub mod cli;
 pub mod config;

@@ -55,6 +55,10 @@ pool = "secure"
 
 [tenants.leaky]
 pool = "untrusted"
+
+[tenants.umbrella]
+pool = "shared"
+status = "suspended"
 "#;
 
 const NAMES: &[&str] = &[
@@ -62,6 +66,7 @@ const NAMES: &[&str] = &[
     "initech.yourapp.test",
     "vault.yourapp.test",
     "leaky.yourapp.test",
+    "umbrella.yourapp.test",
     "shop.acme.test",
     "other.test",
 ];
@@ -239,6 +244,16 @@ async fn a_host_of_another_tenant_than_the_sni_is_misdirected() {
     assert_eq!(reply.status, 421);
     assert_eq!(reply.body["error"], "misdirected_request");
     assert_eq!(f.shared.hits(), 0, "nothing reached an upstream");
+    // The connection is checked before the tenant: initech's connection learns nothing of a
+    // suspended tenant's status.
+    let reply = send(
+        client
+            .get(f.url("initech.yourapp.test", "/"))
+            .header("Host", "umbrella.yourapp.test"),
+    )
+    .await;
+    assert_eq!(reply.status, 421);
+    assert_eq!(reply.body["error"], "misdirected_request");
 
     // acme's custom domain and its subdomain are the same tenant.
     let reply = send(

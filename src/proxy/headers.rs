@@ -76,22 +76,6 @@ fn spells_like(name: &HeaderName, tenant_header: &HeaderName) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
 }
 
-/// Where a plain-HTTP request is redirected: the same host and path over HTTPS. `None` leaves the
-/// request on plain HTTP: ACME HTTP-01 challenges (a certificate authority fetches them over HTTP
-/// before the domain has a certificate), and request targets that do not make a valid URL.
-pub fn https_location(host: &str, port: u16, uri: &Uri) -> Option<HeaderValue> {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    if uri.path().starts_with("/.well-known/acme-challenge/") || !path.starts_with('/') {
-        return None;
-    }
-    let location = if port == 443 {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{port}{path}")
-    };
-    HeaderValue::from_str(&location).ok()
-}
-
 /// What the upstream is told about this request.
 pub struct Forwarded<'a> {
     /// For finding client-sent copies.
@@ -365,30 +349,6 @@ mod tests {
         forward_headers(&mut r, &f).expect("forward");
         assert!(r.headers.get("x-tenant-id").is_none());
         assert!(r.headers.get("x-forwarded-for").is_none());
-    }
-
-    #[test]
-    fn redirects_keep_host_path_and_query_and_name_a_non_default_port() {
-        let uri: Uri = "/cart?item=1".parse().unwrap();
-        assert_eq!(
-            https_location("acme.yourapp.test", 443, &uri).unwrap(),
-            "https://acme.yourapp.test/cart?item=1"
-        );
-        assert_eq!(
-            https_location("acme.yourapp.test", 8443, &uri).unwrap(),
-            "https://acme.yourapp.test:8443/cart?item=1"
-        );
-        let absolute: Uri = "http://acme.yourapp.test/x".parse().unwrap();
-        assert_eq!(
-            https_location("acme.yourapp.test", 443, &absolute).unwrap(),
-            "https://acme.yourapp.test/x"
-        );
-    }
-
-    #[test]
-    fn acme_challenges_stay_on_plain_http() {
-        let uri: Uri = "/.well-known/acme-challenge/token123".parse().unwrap();
-        assert!(https_location("acme.yourapp.test", 443, &uri).is_none());
     }
 
     #[test]

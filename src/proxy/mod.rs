@@ -33,20 +33,20 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::admission::{admit, Admission, Connection, Refusal, Request};
 use crate::gateway_error::GatewayError;
 use crate::identity::Principal;
 use crate::limits::concurrency::Permit;
-use crate::limits::fleet::{decide, Fleet, Verdict};
+use crate::limits::fleet::Fleet;
 use crate::limits::gcra::Quota;
-use crate::limits::{Credential, Limited};
+use crate::limits::Limited;
 use crate::metrics::tenant::RequestRecord;
 use crate::metrics::Metrics;
 use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
-use crate::routing::table::Tenant;
 use crate::routing::{Route, RoutingTable, TableHandle};
 use crate::tls::ClientServerName;
 use crate::upstream::{InFlight, Tried};
-use headers::{forward_headers, https_location, request_host, Forwarded, X_REQUEST_ID_WIRE};
+use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};
 
 /// The tenant-aware proxy. One instance serves every request of the data-plane listener.
 pub struct Gateway {
@@ -166,85 +166,53 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    /// Picks the request id, resolves the tenant from the host (and the credential, where the tenant
-    /// source or a route rule asks for one), checks the connection suits it
-    /// (SNI of the same tenant over TLS, redirect to HTTPS over plain HTTP) and chooses the first
-    /// upstream. `Ok(true)`: the gateway has answered (bad host, unknown or suspended tenant, refused
-    /// credential, misdirected, redirect, no healthy upstream) and the request ends here, with the client
-    /// connection still usable.
+    /// Picks the request id, runs admission (host, connection, credential, limits: see
+    /// `admission`) and chooses the first upstream. `Ok(true)`: the gateway has answered (a refusal
+    /// or a redirect to HTTPS) and the request ends here, with the client connection still usable.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if self.draining.load(Ordering::Relaxed) {
             session.set_keepalive(None);
         }
         let req = session.req_header();
         ctx.request_id = headers::request_id(&req.headers);
-        let connection = connection_of(session);
         let mut buf: HostBuf = [0; MAX_HOST_LEN];
-        let host =
-            request_host(&req.headers, &req.uri).and_then(|raw| normalize_host(raw, &mut buf));
-        let decision = match host {
-            Err(_) => Decision::Refuse(GatewayError::BadHost),
-            Ok(host) => match ctx.table.admit_request(
-                host,
-                &req.headers,
-                req.uri.path(),
-                fastrand::u8(..100),
-                unix_now(),
-            ) {
-                Err(refused) => {
-                    ctx.tenant = refused.tenant;
-                    Decision::Refuse(refused.error)
+        let request = Request {
+            host: request_host(&req.headers, &req.uri)
+                .and_then(|raw| normalize_host(raw, &mut buf))
+                .ok(),
+            headers: &req.headers,
+            uri: &req.uri,
+            connection: connection_of(session),
+            roll: fastrand::u8(..100),
+            now: unix_now(),
+        };
+        let refusal = match admit(&ctx.table, self.fleet.as_deref(), &request).await {
+            Admission::Proxy(admitted) => {
+                ctx.route = Some(admitted.route);
+                ctx.tenant = admitted.route.tenant;
+                ctx.principal = admitted.principal;
+                ctx.quota = admitted.quota;
+                ctx.permit = admitted.permit;
+                match ctx.choose_upstream() {
+                    true => return Ok(false),
+                    false => Refusal {
+                        error: GatewayError::NoHealthyUpstream,
+                        tenant: ctx.tenant,
+                        limited: None,
+                    },
                 }
-                Ok(admitted) => {
-                    let route = admitted.route;
-                    ctx.route = Some(route);
-                    ctx.tenant = route.tenant;
-                    ctx.principal = admitted.principal;
-                    admit(&ctx.table, route, host, connection, &req.uri)
-                }
-            },
-        };
-        let limits = match (
-            &decision,
-            ctx.route.and_then(|r| ctx.table.tenant(r.tenant?)),
-        ) {
-            (Decision::Proxy, Some(tenant)) => {
-                let admitted = admit_within_limits(
-                    self.fleet.as_deref(),
-                    tenant,
-                    ctx.principal.as_deref(),
-                    req.uri.path(),
-                )
-                .await;
-                Some(admitted)
             }
-            _ => None,
-        };
-        let decision = match limits {
-            None => decision,
-            Some(Ok((quota, permit))) => {
-                ctx.quota = quota;
-                ctx.permit = Some(permit);
-                Decision::Proxy
-            }
-            Some(Err((error, limited))) => {
-                ctx.limited = limited;
-                Decision::Refuse(error)
-            }
-        };
-        let refusal = match decision {
-            Decision::Proxy => match ctx.choose_upstream() {
-                true => return Ok(false),
-                false => GatewayError::NoHealthyUpstream,
-            },
-            Decision::Redirect(location) => {
+            Admission::Redirect { location, tenant } => {
+                ctx.tenant = tenant;
                 respond_with_redirect(session, location, &ctx.request_id).await?;
                 return Ok(true);
             }
-            Decision::Refuse(error) => error,
+            Admission::Refuse(refusal) => refusal,
         };
-        ctx.error = Some(refusal);
-        respond_with_error(session, refusal, &ctx.request_id, ctx.limited).await?;
+        ctx.tenant = refusal.tenant;
+        ctx.error = Some(refusal.error);
+        ctx.limited = refusal.limited;
+        respond_with_error(session, refusal.error, &ctx.request_id, ctx.limited).await?;
         Ok(true)
     }
 
@@ -493,52 +461,11 @@ fn is_tls(session: &Session) -> bool {
     session.digest().is_some_and(|d| d.ssl_digest.is_some())
 }
 
-/// What the request came over.
-#[derive(Debug, Clone, Copy)]
-enum Connection<'a> {
-    Plain,
-    /// With the name the client asked for in its handshake, if it sent one.
-    Tls {
-        server_name: Option<&'a str>,
-    },
-}
-
 fn connection_of(session: &Session) -> Connection<'_> {
     match session.digest().and_then(|d| d.ssl_digest.as_ref()) {
         None => Connection::Plain,
         Some(tls) => Connection::Tls {
             server_name: tls.extension.get::<ClientServerName>().map(|n| &*n.0),
-        },
-    }
-}
-
-/// What to do with a request whose host resolved.
-enum Decision {
-    Proxy,
-    Refuse(GatewayError),
-    Redirect(HeaderValue),
-}
-
-/// Whether `route` may be served over `connection`: a TLS connection opened for another tenant's
-/// name is misdirected; plain HTTP is redirected when the tenant (or the gateway) wants HTTPS.
-fn admit(
-    table: &RoutingTable,
-    route: Route,
-    host: &str,
-    connection: Connection<'_>,
-    uri: &http::Uri,
-) -> Decision {
-    match connection {
-        Connection::Tls {
-            server_name: Some(name),
-        } if !table.same_owner(name, host) => Decision::Refuse(GatewayError::MisdirectedRequest),
-        Connection::Tls { .. } => Decision::Proxy,
-        Connection::Plain => match table.https_redirect(route.tenant) {
-            Some(port) => match https_location(host, port, uri) {
-                Some(location) => Decision::Redirect(location),
-                None => Decision::Proxy,
-            },
-            None => Decision::Proxy,
         },
     }
 }
@@ -569,40 +496,6 @@ async fn respond_with_redirect(
     resp.insert_header(CONTENT_LENGTH, 0)?;
     resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
     session.write_response_header(Box::new(resp), true).await
-}
-
-/// Checks a routed request against its tenant's rate limits and concurrency cap. `Ok`: the tightest
-/// quota left and the request's in-flight permit; `Err`: the refusal, with the limit it did not fit.
-async fn admit_within_limits(
-    fleet: Option<&Fleet>,
-    tenant: &Tenant,
-    principal: Option<&Principal>,
-    path: &str,
-) -> std::result::Result<(Option<Quota>, Permit), (GatewayError, Option<Limited>)> {
-    // A path that could be read as another one could slip past a route limit.
-    if !tenant.limits.routes.is_empty() && crate::identity::rules::is_ambiguous(path) {
-        return Err((GatewayError::AmbiguousPath, None));
-    }
-    let credential = principal.and_then(|p| {
-        p.key_id
-            .as_deref()
-            .map(Credential::ApiKey)
-            .or(p.subject.as_deref().map(Credential::Subject))
-    });
-    let quota = match decide(fleet, &tenant.limiter, credential, path).await {
-        Verdict::Admit(quota) => quota,
-        Verdict::Limit(limited) => return Err((GatewayError::RateLimited, Some(limited))),
-        Verdict::Unavailable => return Err((GatewayError::RateLimiterUnavailable, None)),
-    };
-    let permit = match &tenant.limits.concurrency {
-        None => tenant.in_flight.enter(),
-        Some(cap) => tenant
-            .in_flight
-            .enter_within(cap)
-            .await
-            .map_err(|_| (GatewayError::TenantOverloaded, None))?,
-    };
-    Ok((quota, permit))
 }
 
 async fn respond_with_error(

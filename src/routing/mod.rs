@@ -4,7 +4,6 @@
 //! Architecture invariant: a request loads the table once and keeps that snapshot to its end; a new
 //! table is built aside and swapped in whole, so no request ever sees half of a change.
 
-pub mod access;
 pub mod host;
 pub mod table;
 

@@ -145,7 +145,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    pub(super) fn unknown() -> Self {
+    pub fn unknown() -> Self {
         Refused {
             error: GatewayError::UnknownTenant,
             tenant: None,
@@ -584,7 +584,7 @@ impl RoutingTable {
     /// subdomains of a base domain; only a single label below a base domain is a tenant. `roll`
     /// (0 to 99, random per request) sends a tenant's canary share to its canary pool.
     /// (Host-only: a shared host, whose tenant a credential names, is refused here; requests go
-    /// through `admit_request`.)
+    /// through `admission::admit`.)
     pub fn resolve(&self, host: &str, roll: u8) -> Result<Route, Refused> {
         match self.target(host)? {
             Target::Tenant(i) => self.route_tenant(i, roll),
@@ -632,7 +632,7 @@ impl RoutingTable {
         })
     }
 
-    pub(super) fn route_reserved(&self, i: usize) -> Result<Route, Refused> {
+    pub fn route_reserved(&self, i: usize) -> Result<Route, Refused> {
         let pool = self
             .hosts
             .get(i)
