@@ -37,6 +37,7 @@ use crate::config::model::TenantConfig;
 use crate::config::shared::{named_by, Entity};
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
+use crate::routing::table::TableDelta;
 use crate::routing::{RoutingTable, TableHandle};
 use crate::upstream::health::probe_now;
 use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
@@ -595,15 +596,29 @@ impl ControlPlane {
         let prepared = tokio::task::spawn_blocking(move || {
             let config = source.load(&path, &text).map_err(Refusal::Invalid)?;
             let changes = reloadable_changes(&current.config, &config)?;
-            let table = (!changes.is_empty())
-                .then(|| RoutingTable::build(&config.routing, generation, Some(&previous)));
+            let (old, new) = (&current.config.routing, &config.routing);
+            // A file that differs in a few tenants changes only those: the rest of a large table
+            // is shared, not built again.
+            let (table, touched) =
+                match (changes.is_empty(), TableDelta::settings_unchanged(old, new)) {
+                    (true, _) => (None, None),
+                    (false, true) => {
+                        let delta = TableDelta::between(old, new);
+                        let table = previous.apply(new, &delta, generation);
+                        (Some(table), Some(delta.tenants))
+                    }
+                    (false, false) => (
+                        Some(RoutingTable::build(new, generation, Some(&previous))),
+                        None,
+                    ),
+                };
             Ok(Prepared {
                 config,
                 changes,
                 table,
                 text,
                 digest,
-                touched: None,
+                touched,
             })
         })
         .await;

@@ -9,6 +9,9 @@ pub mod table;
 
 use std::sync::Arc;
 
+use std::sync::mpsc;
+use std::time::Duration;
+
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
@@ -20,7 +23,13 @@ pub struct TableHandle {
     current: ArcSwap<RoutingTable>,
     /// The generation in use, for those who act when it changes (the health checker).
     generation: watch::Sender<u64>,
+    /// Where replaced tables go to be dropped (`None`: no thread could be started; they are then
+    /// dropped by whoever lets go of them last).
+    retired: Option<mpsc::Sender<Arc<RoutingTable>>>,
 }
+
+/// How often the thread that drops replaced tables looks whether their last request has ended.
+const RETIRE_TICK: Duration = Duration::from_millis(50);
 
 impl TableHandle {
     pub fn new(table: RoutingTable) -> Self {
@@ -28,6 +37,7 @@ impl TableHandle {
         TableHandle {
             current: ArcSwap::from_pointee(table),
             generation,
+            retired: start_retiring(),
         }
     }
 
@@ -39,12 +49,74 @@ impl TableHandle {
     /// Makes `table` the one new requests see; requests already running keep theirs.
     pub fn store(&self, table: RoutingTable) {
         let generation = table.generation();
-        self.current.store(Arc::new(table));
+        let old = self.current.swap(Arc::new(table));
         self.generation.send_replace(generation);
+        if let Some(retired) = &self.retired {
+            // Fails only if the thread is gone; the table is then dropped here.
+            let _ = retired.send(old);
+        }
     }
 
     /// Wakes whenever a new table is stored.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+}
+
+/// A thread that holds every replaced table until no request uses it any more, and drops it then:
+/// freeing a million tenants takes a while, and it must not be a request that pays for it (the last
+/// request of an old table would otherwise free it on a worker thread, between two requests).
+fn start_retiring() -> Option<mpsc::Sender<Arc<RoutingTable>>> {
+    let (send, receive) = mpsc::channel::<Arc<RoutingTable>>();
+    let spawned = std::thread::Builder::new()
+        .name("tenantgate-retire".into())
+        .spawn(move || {
+            let mut held: Vec<Arc<RoutingTable>> = Vec::new();
+            loop {
+                match receive.recv_timeout(RETIRE_TICK) {
+                    Ok(table) => held.push(table),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                // Only this thread holds it: no request can take it again (it is not current).
+                held.retain(|t| Arc::strong_count(t) > 1);
+            }
+        });
+    match spawned {
+        Ok(_) => Some(send),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the thread that drops replaced routing tables");
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn a_replaced_table_is_dropped_off_the_request_path_once_its_last_user_lets_go() {
+        let config = crate::config::load_str(
+            Path::new("t.toml"),
+            "[pools.p]\nupstreams = [\"127.0.0.1:9\"]\n[tenants.acme]\npool = \"p\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let handle = TableHandle::new(RoutingTable::build(&config.routing, 1, None));
+        let in_use = handle.load();
+        let watch = Arc::downgrade(&in_use);
+        handle.store(RoutingTable::build(&config.routing, 2, Some(&in_use)));
+        std::thread::sleep(RETIRE_TICK * 3);
+        assert!(watch.upgrade().is_some(), "a request still holds it");
+        // The request's end leaves the retiring thread as the last holder: it drops the table.
+        drop(in_use);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while watch.upgrade().is_some() {
+            assert!(std::time::Instant::now() < deadline, "never dropped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(handle.load().generation(), 2);
     }
 }

@@ -209,6 +209,18 @@ impl TableDelta {
         self.tenants.is_empty() && self.pools.is_empty() && !self.hosts
     }
 
+    /// Whether `old` and `new` differ at most in tenants, pools and reserved hosts: then `apply`
+    /// of `between` makes the table `build` would, touching only what changed.
+    pub fn settings_unchanged(old: &RoutingConfig, new: &RoutingConfig) -> bool {
+        old.base_domains == new.base_domains
+            && old.tenant_header == new.tenant_header
+            && old.tenant_header_spelling == new.tenant_header_spelling
+            && old.access_log == new.access_log
+            && old.tls == new.tls
+            && old.identity == new.identity
+            && old.metrics == new.metrics
+    }
+
     /// Everything that differs between two configs (a scan of both: for changes that do not
     /// already know what they touch).
     pub fn between(old: &RoutingConfig, new: &RoutingConfig) -> TableDelta {

@@ -22,6 +22,8 @@ pub struct Sample {
     pub error: Option<String>,
     /// When the answer came.
     pub at: Instant,
+    /// From sending the request to its whole answer.
+    pub latency: Duration,
 }
 
 impl Sample {
@@ -53,6 +55,7 @@ impl Load {
                     while !stop.load(Ordering::SeqCst) && started.elapsed() < MAX_TIME {
                         let host = hosts[k % hosts.len()].clone();
                         k += 1;
+                        let sent_at = Instant::now();
                         let sent = client
                             .get(&url)
                             .header(reqwest::header::HOST, &host)
@@ -69,6 +72,7 @@ impl Load {
                                     upstream,
                                     error: None,
                                     at: Instant::now(),
+                                    latency: sent_at.elapsed(),
                                 }
                             }
                             Err(e) => Sample {
@@ -77,6 +81,7 @@ impl Load {
                                 upstream: "-".into(),
                                 error: Some(format!("{e:?}")),
                                 at: Instant::now(),
+                                latency: sent_at.elapsed(),
                             },
                         };
                         let mut all = samples.lock().unwrap_or_else(PoisonError::into_inner);
