@@ -101,6 +101,23 @@ async fn until_routed(gw: &Gateway, host: &str, field: &str, want: &str, t0: Ins
     }
 }
 
+/// POSTs to the admin API with room for a slow answer (the harness's client gives up after 15 s;
+/// a change of a million-tenant file takes longer).
+async fn admin_post(gw: &Gateway, path: &str) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client");
+    let reply = client
+        .post(format!("http://{}{path}", gw.admin))
+        .bearer_auth(support::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin request");
+    let status = reply.status().as_u16();
+    (status, reply.text().await.unwrap_or_default())
+}
+
 /// The gateway's own account of its table changes: (result, duration ms), in order.
 fn changes_logged(gw: &Gateway) -> Vec<String> {
     gw.log()
@@ -125,19 +142,20 @@ async fn run(tenants: usize) {
         format!("t{}.yourapp.test", tenants / 2),
     ];
     let host_refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
-    let load = Load::start(&gw, &host_refs, 2);
+    // A load per phase: each is bounded in requests, and a million-tenant change is long.
+    let mut samples = Vec::new();
+    let load = Load::start(&gw, &host_refs, 1);
     load.wait_for(200).await;
     let steady = memory_mib(pid, "VmRSS:");
 
     // One tenant through the admin API: suspend it, timed from the call to its answer.
     let target = tenants / 3;
     let t0 = Instant::now();
-    let (status, body) = gw
-        .admin_post(&format!("/tenants/t{target}/suspend"), None)
-        .await;
+    let (status, body) = admin_post(&gw, &format!("/tenants/t{target}/suspend")).await;
     let admin_ms = t0.elapsed().as_secs_f64() * 1e3;
     assert_eq!(status, 200, "{body}");
-    load.wait_for_more(100).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    samples.extend(load.stop().await);
 
     // One tenant as a file edit (written as editors do: a new file renamed over the old one).
     let edited = tenants / 4;
@@ -147,6 +165,8 @@ async fn run(tenants: usize) {
     );
     let temp = gw.config_path.with_file_name(".gateway.toml.new");
     std::fs::write(&temp, &text).expect("write");
+    let load = Load::start(&gw, &host_refs, 1);
+    load.wait_for(100).await;
     let t0 = Instant::now();
     std::fs::rename(&temp, &gw.config_path).expect("rename");
     let file_ms = until_routed(
@@ -157,24 +177,27 @@ async fn run(tenants: usize) {
         t0,
     )
     .await;
-    load.wait_for_more(100).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    samples.extend(load.stop().await);
 
     // A full reload: a shared setting changes, so every tenant is built again.
     let text = gw
         .read_config()
         .replacen("access_log = false", "access_log = true", 1);
     std::fs::write(&temp, &text).expect("write");
+    let load = Load::start(&gw, &host_refs, 1);
+    load.wait_for(100).await;
     let peak = PeakRss::start(pid);
     std::fs::rename(&temp, &gw.config_path).expect("rename");
     let t0 = Instant::now();
-    let (status, body) = gw.admin_post("/reload", None).await;
+    let (status, body) = admin_post(&gw, "/reload").await;
     let reload_ms = t0.elapsed().as_secs_f64() * 1e3;
     assert_eq!(status, 200, "{body}");
-    load.wait_for_more(100).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let peak = peak.stop().await;
     let after = memory_mib(pid, "VmRSS:");
 
-    let samples = load.stop().await;
+    samples.extend(load.stop().await);
     let failed = failures(&samples);
     let slowest = samples.iter().map(|s| s.latency).max().unwrap_or_default();
     println!("\n== {tenants} tenants (each with one custom domain), release gateway, one run");
