@@ -15,7 +15,7 @@ use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use tenantgate::admission::{identify, Admission, Connection, Request};
 use tenantgate::config::load_str;
 use tenantgate::identity::api_key::{generate, sha256, to_hex};
-use tenantgate::routing::RoutingTable;
+use tenantgate::snapshot::RoutingTable;
 
 const RSA_PRIVATE: &str = include_str!("../tests/fixtures/jwt/rs256-test-only.key");
 const RSA_PUBLIC: &str = include_str!("../tests/fixtures/jwt/rs256-test-only.pub.pem");

@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tenantgate::config::load_str;
 use tenantgate::limits::fleet::{decide, Fleet};
 use tenantgate::limits::Credential;
-use tenantgate::routing::RoutingTable;
+use tenantgate::snapshot::RoutingTable;
 
 fn table(redis: &str, mode: &str) -> (RoutingTable, Option<Arc<Fleet>>) {
     let text = format!(

@@ -22,8 +22,8 @@ use tenantgate::config::load_str;
 use tenantgate::config::shared::{split, Entity};
 use tenantgate::config::validate::{validate_delta, EntryChange, Mirror};
 use tenantgate::metrics::Metrics;
-use tenantgate::routing::table::TableDelta;
-use tenantgate::routing::RoutingTable;
+use tenantgate::snapshot::table::TableDelta;
+use tenantgate::snapshot::RoutingTable;
 
 /// Counts live heap bytes, to measure what a built table keeps. Allocates with mimalloc, as the
 /// gateway does, so the timings are the gateway's.

@@ -12,8 +12,8 @@ use http::HeaderName;
 use tenantgate::config::model::{
     Balancing, PoolConfig, PoolTimeouts, RoutingConfig, TenantConfig, UpstreamConfig,
 };
-use tenantgate::routing::host::{normalize_host, MAX_HOST_LEN};
-use tenantgate::routing::RoutingTable;
+use tenantgate::host::{normalize_host, MAX_HOST_LEN};
+use tenantgate::snapshot::RoutingTable;
 use tenantgate::tenant::{TenantId, TenantStatus};
 
 const SIZES: [usize; 3] = [1_000, 10_000, 100_000];

@@ -27,13 +27,13 @@ use http::{HeaderMap, HeaderValue, Uri};
 
 use crate::config::model::{RouteRule, TenantSource};
 use crate::gateway_error::GatewayError;
-use crate::identity::rules::{covers, is_ambiguous};
 use crate::identity::{api_key, credential, single_header, AuthMethod, Credential, Principal};
 use crate::limits::concurrency::Permit;
 use crate::limits::fleet::{decide, Fleet, Verdict};
 use crate::limits::gcra::Quota;
 use crate::limits::{Credential as LimitKey, Limited};
-use crate::routing::table::{Refused, Route, RoutingTable, Target, Tenant};
+use crate::path::{covers_prefix, is_ambiguous};
+use crate::snapshot::table::{Refused, Route, RoutingTable, Target, Tenant};
 use crate::tenant::TenantStatus;
 
 /// What the request came over.
@@ -49,7 +49,7 @@ pub enum Connection<'a> {
 /// Everything admission looks at, already read from the request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// Canonical (`routing::host::normalize_host`); `None`: missing or malformed.
+    /// Canonical (`host::normalize_host`); `None`: missing or malformed.
     pub host: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub uri: &'a Uri,
@@ -234,8 +234,8 @@ fn route(table: &RoutingTable, request: &Request<'_>) -> Result<Step, Refused> {
             i
         }
     };
-    let missing_role =
-        route_rules(table, index).any(|r| covers(r, path) && !principal.has_any_role(&r.roles));
+    let missing_role = route_rules(table, index)
+        .any(|r| covers_prefix(&r.path_prefix, path) && !principal.has_any_role(&r.roles));
     if missing_role {
         return Err(refuse(GatewayError::MissingRole, Some(index)));
     }
@@ -260,7 +260,7 @@ fn route_rules(table: &RoutingTable, i: usize) -> impl Iterator<Item = &RouteRul
 }
 
 fn rules_cover(table: &RoutingTable, i: usize, path: &str) -> bool {
-    route_rules(table, i).any(|r| covers(r, path))
+    route_rules(table, i).any(|r| covers_prefix(&r.path_prefix, path))
 }
 
 /// Verifies the request's token or API key.

@@ -30,7 +30,7 @@ use crate::limits::fleet::{Fleet, LimitsService};
 use crate::metrics::tenant::RequestRates;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-use crate::routing::{RoutingTable, TableHandle};
+use crate::snapshot::{RoutingTable, TableHandle};
 use crate::tls::{KeepServerName, SniResolver};
 use crate::upstream::health::HealthChecker;
 use crate::upstream::keepalive_pool_size;
@@ -256,7 +256,7 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
 
     let mut health = background_service(
         "tenantgate health checks",
-        HealthChecker::new(Arc::clone(&table)),
+        HealthChecker::new(table.current_pools(), table.subscribe()),
     );
     health.threads = Some(1);
     server.add_service(health);
@@ -271,14 +271,14 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
 
     let mut limits = background_service(
         "tenantgate limits",
-        LimitsService::new(fleet, Arc::clone(&table)),
+        LimitsService::new(fleet, table.each_limiter()),
     );
     limits.threads = Some(1);
     server.add_service(limits);
 
     let mut rates = background_service(
         "tenantgate request rates",
-        RequestRates::new(Arc::clone(&table)),
+        RequestRates::new(table.each_tenant_stats()),
     );
     rates.threads = Some(1);
     server.add_service(rates);
@@ -311,7 +311,7 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
 /// rustls config with TLS 1.2 and 1.3 only, and rustls offers no weak cipher suites.
 fn tls_settings(table: &Arc<TableHandle>) -> Result<TlsSettings, StartError> {
     let mut tls = TlsSettings::with_callbacks(Box::new(KeepServerName)).map_err(StartError::Tls)?;
-    tls.set_cert_resolver(Arc::new(SniResolver::new(Arc::clone(table))));
+    tls.set_cert_resolver(Arc::new(SniResolver::new(table.certificate_selector())));
     tls.set_alpn(ALPN::H2H1);
     Ok(tls)
 }

@@ -30,12 +30,12 @@ use crate::control::promotion::{
 use crate::control::source::AuditQuery;
 use crate::control::transfer::OnConflict;
 use crate::control::{ApplyRequest, ControlPlane, ImportRequest, Outcome, Refusal};
+use crate::host::{normalize_host, MAX_HOST_LEN};
 use crate::identity::api_key::sha256;
 use crate::identity::bearer_token;
 use crate::metrics::tenant::RATE_WINDOW_SECONDS;
 use crate::metrics::Metrics;
-use crate::routing::host::{normalize_host, MAX_HOST_LEN};
-use crate::routing::RoutingTable;
+use crate::snapshot::RoutingTable;
 use crate::tenant::TenantStatus;
 use crate::upstream::health::probe_now;
 use subtle::ConstantTimeEq;
@@ -879,7 +879,7 @@ impl ServeHttp for AdminApi {
                 StatusCode::OK,
                 "text/plain; version=0.0.4",
                 Metrics::get()
-                    .render(&self.control.table().load())
+                    .render(&*self.control.table().load())
                     .into_bytes(),
             ),
             (true, ["status"]) => json_response(StatusCode::OK, &self.status()),

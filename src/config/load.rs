@@ -346,7 +346,7 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
         }),
         Entity::Host(host) => {
             // Written canonical (`split` does), so that no two keys are one host.
-            match crate::routing::host::canonical_domain(host) {
+            match crate::host::canonical_domain(host) {
                 Ok(canonical) if canonical == *host => {}
                 Ok(canonical) => errors.push(ConfigError::at_key(
                     at.clone(),

@@ -12,7 +12,7 @@ use toml_edit::{DocumentMut, Item, Table};
 
 use super::error::{KeyPath, KeySegment};
 use super::model::TenantConfig;
-use crate::routing::host::canonical_domain;
+use crate::host::canonical_domain;
 
 /// `[gateway]` keys that are part of the routing table: the fleet's, in the store's `gateway`
 /// entry. The others (`http_listen`, `https_listen`, `https_redirect_port`, `threads`,

@@ -37,8 +37,8 @@ use crate::config::model::TenantConfig;
 use crate::config::shared::{named_by, Entity};
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
-use crate::routing::table::TableDelta;
-use crate::routing::{RoutingTable, TableHandle};
+use crate::snapshot::table::TableDelta;
+use crate::snapshot::{RoutingTable, TableHandle};
 use crate::upstream::health::probe_now;
 use audit::{Actor, AuditEntry, AuditLog, AuditOpenError};
 use edit::{edit_tenant, ApiKeyEntry, TenantEdit};
@@ -651,7 +651,7 @@ impl ControlPlane {
                 probe_new_upstreams(&table, &old).await;
                 let generation = table.generation();
                 match &touched {
-                    Some(tenants) => Metrics::get().observe_delta(&old, &table, tenants),
+                    Some(tenants) => Metrics::get().observe_delta(&*old, &table, tenants),
                     None => Metrics::get().observe_table(&table),
                 }
                 Metrics::get().observe_certificates(&config.routing.tls.certificates);

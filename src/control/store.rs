@@ -30,8 +30,8 @@ use crate::config::validate::{validate_delta, EntryChange, Mirror, TXN_OVERHEAD}
 use crate::config::{ConfigErrors, GatewayConfig};
 use crate::metrics::Metrics;
 use crate::persistent::ShardedMap;
-use crate::routing::table::TableDelta;
-use crate::routing::RoutingTable;
+use crate::snapshot::table::TableDelta;
+use crate::snapshot::RoutingTable;
 use crate::store::{keys, Kv, Revision, Snapshot, Store, StoreError};
 
 /// One entry of the table as the store holds it.

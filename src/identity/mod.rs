@@ -1,13 +1,13 @@
 //! Who a request acts for, proven by a credential: a signed token (JWT) or a tenant's API key.
 //!
-//! Nothing here knows about Pingora or TOML. The routing table holds a `Verifier` built from the
-//! validated config; `routing::access` combines what it proves with the request's host.
+//! Nothing here knows about TOML or the request path. The routing table holds a `JwtVerifier` built
+//! from the validated config; `admission` combines what it proves with the request's host. One piece
+//! is a Pingora background service: `jwks::JwksRefresher`, which fetches remote keys.
 
 pub mod api_key;
 pub mod crypto;
 pub mod jwks;
 pub mod jwt;
-pub mod rules;
 pub mod token_cache;
 
 use http::header::{HeaderMap, HeaderName, AUTHORIZATION};

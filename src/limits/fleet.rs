@@ -25,7 +25,6 @@ use super::gcra::{now_nanos, Exceeded, Quota};
 use super::{Credential, Limited, SharedBucket, TenantLimiter, NOT_SYNCED};
 use crate::config::model::{FleetConfig, FleetMode, OnRedisError};
 use crate::metrics::Metrics;
-use crate::routing::{RoutingTable, TableHandle};
 
 /// How long `exact` mode leaves Redis alone after a failed call.
 pub const REST_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -192,13 +191,13 @@ impl Fleet {
         })
     }
 
-    /// One sync round over every bucket of `table` that saw traffic lately.
-    async fn sync(&self, table: &RoutingTable) {
+    /// One sync round over every bucket of the tenants' limiters that saw traffic lately.
+    async fn sync(&self, each: &EachLimiter) {
         let now = now_nanos();
         let mut active: Vec<(Arc<SharedBucket>, u64)> = Vec::new();
-        for tenant in table.tenants() {
-            tenant.limiter.forget_idle(now);
-            tenant.limiter.each_bucket(|b| {
+        each(&mut |limiter| {
+            limiter.forget_idle(now);
+            limiter.each_bucket(|b| {
                 let delta = b.pending.swap(0, Ordering::Relaxed);
                 if delta > 0 {
                     b.quiet_syncs.store(0, Ordering::Relaxed);
@@ -210,7 +209,7 @@ impl Fleet {
                 }
                 active.push((Arc::clone(b), delta));
             });
-        }
+        });
         let Some(mut connection) = self.connection() else {
             self.synced.store(false, Ordering::Relaxed);
             return;
@@ -331,12 +330,16 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// connection and in `sync` mode reconciles counts every `sync_interval`.
 pub struct LimitsService {
     fleet: Option<Arc<Fleet>>,
-    table: Arc<TableHandle>,
+    each: EachLimiter,
 }
 
+/// Calls its argument with every tenant's limiter in the routing table in use (which hands this
+/// over, so that limits need not know the table).
+pub type EachLimiter = Box<dyn Fn(&mut dyn FnMut(&TenantLimiter)) + Send + Sync>;
+
 impl LimitsService {
-    pub fn new(fleet: Option<Arc<Fleet>>, table: Arc<TableHandle>) -> Self {
-        LimitsService { fleet, table }
+    pub fn new(fleet: Option<Arc<Fleet>>, each: EachLimiter) -> Self {
+        LimitsService { fleet, each }
     }
 }
 
@@ -366,14 +369,11 @@ impl BackgroundService for LimitsService {
                 _ = every.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            let table = self.table.load();
             match fleet {
-                Some(f) if f.config.mode == FleetMode::Sync => f.sync(&table).await,
+                Some(f) if f.config.mode == FleetMode::Sync => f.sync(&self.each).await,
                 _ => {
                     let now = now_nanos();
-                    for tenant in table.tenants() {
-                        tenant.limiter.forget_idle(now);
-                    }
+                    (self.each)(&mut |limiter| limiter.forget_idle(now));
                 }
             }
         }

@@ -19,7 +19,7 @@ use dashmap::DashMap;
 use foldhash::fast::RandomState;
 
 use crate::config::model::{Rate, RouteLimit, TenantLimits};
-use crate::identity::rules::covers_prefix;
+use crate::path::covers_prefix;
 use crate::tenant::TenantId;
 use gcra::{Bucket, Exceeded, Gcra, Quota};
 

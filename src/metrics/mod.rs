@@ -10,7 +10,7 @@ pub mod tenant;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use crate::config::model::{CertificateConfig, FleetMode, OnRedisError};
+use crate::config::model::{CertificateConfig, FleetMode, MetricsConfig, OnRedisError};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -18,8 +18,32 @@ use prometheus::{
 
 use crate::gateway_error::GatewayError;
 use crate::limits::Scope;
-use crate::routing::RoutingTable;
+use crate::tenant::TenantStatus;
 use tenant::{RequestRecord, TenantSeries, TenantStats, STATUS_CLASSES};
+
+/// What the metrics read of a routing table. The table sits above metrics and implements this, so
+/// that metrics need not know its shape.
+pub trait ObservedTable {
+    fn generation(&self) -> u64;
+    fn metrics_config(&self) -> &MetricsConfig;
+    /// Every tenant, in the table's order (the guard's tie-break).
+    fn observed_tenants(&self) -> impl Iterator<Item = ObservedTenant<'_>>;
+    fn observed_tenant(&self, id: &str) -> Option<ObservedTenant<'_>>;
+    /// The name of the pool in slot `index` of the table.
+    fn pool_name(&self, index: usize) -> Option<&str>;
+    /// Every upstream of every pool: the pool's name, the upstream's label, whether it is healthy.
+    fn each_upstream(&self, f: &mut dyn FnMut(&str, &str, bool));
+}
+
+/// A tenant as the metrics see it.
+pub struct ObservedTenant<'a> {
+    pub id: &'a str,
+    pub status: TenantStatus,
+    /// The slot of its pool in the table (counted without hashing names).
+    pub pool: usize,
+    pub stats: &'a Arc<TenantStats>,
+    pub in_flight: u32,
+}
 
 const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -360,7 +384,7 @@ impl Metrics {
 
     /// The cardinality guard: gives the allow-listed tenants and then the busiest their own series,
     /// up to the table's limit, and takes them from tenants that left the table.
-    pub fn assign_tenant_series(&self, table: &RoutingTable) {
+    pub fn assign_tenant_series(&self, table: &impl ObservedTable) {
         let mut labelled = match self.labelled.lock() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
@@ -370,26 +394,23 @@ impl Metrics {
             stats.series.store(None);
             families.remove(id);
         };
-        labelled.retain(|id, stats| match table.tenant_by_id(id) {
-            Some(t) if Arc::ptr_eq(&t.stats, stats) => true,
+        labelled.retain(|id, stats| match table.observed_tenant(id) {
+            Some(t) if Arc::ptr_eq(t.stats, stats) => true,
             _ => {
                 forget(id, stats);
                 false
             }
         });
         let config = table.metrics_config();
-        let tenants: Vec<&crate::routing::Tenant> = table.tenants().collect();
-        let label = |labelled: &mut HashMap<String, Arc<TenantStats>>, i: usize| {
-            let t = tenants[i];
-            t.stats
-                .series
-                .store(Some(Arc::new(families.series(t.id.as_str()))));
-            labelled.insert(t.id.to_string(), Arc::clone(&t.stats));
+        let tenants: Vec<ObservedTenant<'_>> = table.observed_tenants().collect();
+        let label = |labelled: &mut HashMap<String, Arc<TenantStats>>, t: &ObservedTenant<'_>| {
+            t.stats.series.store(Some(Arc::new(families.series(t.id))));
+            labelled.insert(t.id.to_owned(), Arc::clone(t.stats));
         };
         for id in &config.tenant_series {
-            if let Some(i) = table.tenant_index(id.as_str()) {
+            if let Some(t) = table.observed_tenant(id.as_str()) {
                 if !labelled.contains_key(id.as_str()) {
-                    label(&mut labelled, i);
+                    label(&mut labelled, &t);
                 }
             }
         }
@@ -407,7 +428,7 @@ impl Metrics {
         // a pass over its tenants, not a sort of them.
         let rank = |&i: &usize| (std::cmp::Reverse(score[i]), i);
         let mut contenders: Vec<usize> = (0..tenants.len())
-            .filter(|&i| !labelled.contains_key(tenants[i].id.as_str()))
+            .filter(|&i| !labelled.contains_key(tenants[i].id))
             .collect();
         let wanted = config.tenant_series_limit.saturating_mul(2);
         if contenders.len() > wanted && wanted > 0 {
@@ -418,7 +439,7 @@ impl Metrics {
         let mut contenders = contenders.into_iter().peekable();
         while labelled.len() < config.tenant_series_limit {
             match contenders.next() {
-                Some(i) => label(&mut labelled, i),
+                Some(i) => label(&mut labelled, &tenants[i]),
                 None => break,
             }
         }
@@ -426,18 +447,18 @@ impl Metrics {
         let mut incumbents: Vec<usize> = tenants
             .iter()
             .enumerate()
-            .filter(|(_, t)| labelled.contains_key(t.id.as_str()) && !listed(t.id.as_str()))
+            .filter(|(_, t)| labelled.contains_key(t.id) && !listed(t.id))
             .map(|(i, _)| i)
             .collect();
         incumbents.sort_by_key(|&i| score[i]);
         for incumbent in incumbents {
             match contenders.peek() {
                 Some(&c) if score[c] > score[incumbent].saturating_mul(EVICTION_FACTOR) => {
-                    let id = tenants[incumbent].id.as_str();
+                    let id = tenants[incumbent].id;
                     if let Some(stats) = labelled.remove(id) {
                         forget(id, &stats);
                     }
-                    label(&mut labelled, c);
+                    label(&mut labelled, &tenants[c]);
                     contenders.next();
                 }
                 _ => break,
@@ -448,15 +469,12 @@ impl Metrics {
     }
 
     /// Requests in flight per labelled tenant, and the others' sum under `_other`.
-    fn observe_in_flight(&self, table: &RoutingTable) {
+    fn observe_in_flight(&self, table: &impl ObservedTable) {
         let mut other = 0i64;
-        for t in table.tenants() {
-            let n = i64::from(t.in_flight.current());
+        for t in table.observed_tenants() {
+            let n = i64::from(t.in_flight);
             if t.stats.has_own_series() {
-                self.families
-                    .in_flight
-                    .with_label_values(&[t.id.as_str()])
-                    .set(n);
+                self.families.in_flight.with_label_values(&[t.id]).set(n);
             } else {
                 other += n;
             }
@@ -486,23 +504,23 @@ impl Metrics {
 
     /// Publishes a routing table that has just been put in use: its generation, tenants by status,
     /// and every upstream's health (so each series exists from the start, not from its first check).
-    pub fn observe_table(&self, table: &RoutingTable) {
+    pub fn observe_table(&self, table: &impl ObservedTable) {
         self.generation
             .set(i64::try_from(table.generation()).unwrap_or(i64::MAX));
         // Counted by pool slot, active and suspended: one pass, no hashing per tenant.
         let mut counts: Vec<[i64; 2]> = Vec::new();
-        for t in table.tenants() {
+        for t in table.observed_tenants() {
             if counts.len() <= t.pool {
                 counts.resize(t.pool + 1, [0, 0]);
             }
-            counts[t.pool][usize::from(t.status == crate::tenant::TenantStatus::Suspended)] += 1;
+            counts[t.pool][usize::from(t.status == TenantStatus::Suspended)] += 1;
         }
         self.tenants.reset();
         for (pool, [active, suspended]) in counts.into_iter().enumerate() {
-            let pool = table.pool(pool).map_or("", |p| p.name());
+            let pool = table.pool_name(pool).unwrap_or("");
             for (status, n) in [
-                (crate::tenant::TenantStatus::Active, active),
-                (crate::tenant::TenantStatus::Suspended, suspended),
+                (TenantStatus::Active, active),
+                (TenantStatus::Suspended, suspended),
             ] {
                 if n > 0 {
                     self.tenants
@@ -512,12 +530,14 @@ impl Metrics {
             }
         }
         self.assign_tenant_series(table);
-        for pool in table.pools() {
-            for upstream in pool.upstreams() {
-                self.upstream_healthy(pool.name(), &upstream.label)
-                    .set(i64::from(upstream.state.is_healthy()));
-            }
-        }
+        self.observe_upstreams(table);
+    }
+
+    fn observe_upstreams(&self, table: &impl ObservedTable) {
+        table.each_upstream(&mut |pool, upstream, healthy| {
+            self.upstream_healthy(pool, upstream)
+                .set(i64::from(healthy));
+        });
     }
 
     /// The expiry of every certificate in use; those no longer served disappear.
@@ -534,14 +554,14 @@ impl Metrics {
     /// `observe_table` for a table made from `old` by a delta that touched `tenants`: the tenant
     /// counts and labelled series follow what it touched, at the cost of that; the cardinality
     /// guard's competition waits for the next scrape (it reads every tenant's counters).
-    pub fn observe_delta(&self, old: &RoutingTable, new: &RoutingTable, tenants: &[String]) {
+    pub fn observe_delta<T: ObservedTable>(&self, old: &T, new: &T, tenants: &[String]) {
         self.generation
             .set(i64::try_from(new.generation()).unwrap_or(i64::MAX));
-        let label = |table: &RoutingTable, id: &str| {
-            let t = table.tenant_by_id(id)?;
+        let label = |table: &T, id: &str| {
+            let t = table.observed_tenant(id)?;
             Some((
                 t.status.as_str().to_owned(),
-                table.pool(t.pool)?.name().to_owned(),
+                table.pool_name(t.pool)?.to_owned(),
             ))
         };
         for id in tenants {
@@ -570,8 +590,8 @@ impl Metrics {
                 continue;
             };
             let kept = new
-                .tenant_by_id(id)
-                .is_some_and(|t| Arc::ptr_eq(&t.stats, stats));
+                .observed_tenant(id)
+                .is_some_and(|t| Arc::ptr_eq(t.stats, stats));
             if !kept {
                 stats.series.store(None);
                 self.families.remove(id);
@@ -583,22 +603,17 @@ impl Metrics {
             if labelled.contains_key(id.as_str()) {
                 continue;
             }
-            if let Some(t) = new.tenant_by_id(id.as_str()) {
+            if let Some(t) = new.observed_tenant(id.as_str()) {
                 t.stats
                     .series
-                    .store(Some(Arc::new(self.families.series(t.id.as_str()))));
-                labelled.insert(t.id.to_string(), Arc::clone(&t.stats));
+                    .store(Some(Arc::new(self.families.series(t.id))));
+                labelled.insert(t.id.to_owned(), Arc::clone(t.stats));
             }
         }
         self.tenant_series
             .set(i64::try_from(labelled.len()).unwrap_or(i64::MAX));
         drop(labelled);
-        for pool in new.pools() {
-            for upstream in pool.upstreams() {
-                self.upstream_healthy(pool.name(), &upstream.label)
-                    .set(i64::from(upstream.state.is_healthy()));
-            }
-        }
+        self.observe_upstreams(new);
     }
 
     /// Counts a change attempt; only applied ones have a meaningful duration.
@@ -610,7 +625,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of every metric, after the guard has looked at `table`.
-    pub fn render(&self, table: &RoutingTable) -> String {
+    pub fn render(&self, table: &impl ObservedTable) -> String {
         self.assign_tenant_series(table);
         self.observe_in_flight(table);
         TextEncoder::new()

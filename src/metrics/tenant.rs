@@ -8,7 +8,6 @@
 //! restart, so `sum(rate(...))` over all `tenant` values stays right.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -18,7 +17,6 @@ use pingora::services::background::BackgroundService;
 use prometheus::{Histogram, IntCounter};
 
 use crate::limits::Scope;
-use crate::routing::TableHandle;
 
 /// Status classes 1xx to 5xx, plus one slot for anything outside them.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
@@ -151,12 +149,16 @@ impl TenantStats {
 
 /// Takes every tenant's request-rate sample once a second, off the request path.
 pub struct RequestRates {
-    table: Arc<TableHandle>,
+    each: EachTenantStats,
 }
 
+/// Calls its argument with every tenant's stats in the routing table in use (which hands this over,
+/// so that metrics need not know the table).
+pub type EachTenantStats = Box<dyn Fn(&mut dyn FnMut(&TenantStats)) + Send + Sync>;
+
 impl RequestRates {
-    pub fn new(table: Arc<TableHandle>) -> Self {
-        RequestRates { table }
+    pub fn new(each: EachTenantStats) -> Self {
+        RequestRates { each }
     }
 }
 
@@ -170,9 +172,7 @@ impl BackgroundService for RequestRates {
                 _ = every.tick() => {}
                 _ = shutdown.changed() => break,
             }
-            for tenant in self.table.load().tenants() {
-                tenant.stats.tick();
-            }
+            (self.each)(&mut |stats| stats.tick());
         }
     }
 }

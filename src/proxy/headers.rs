@@ -12,9 +12,9 @@ use http::Uri;
 use pingora::http::RequestHeader;
 use pingora::Result;
 
+use crate::host::BadHost;
 use crate::identity::{AuthMethod, Principal};
 use crate::request_id::{is_valid_request_id, new_request_id, REQUEST_ID_HEADER};
-use crate::routing::host::BadHost;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

@@ -35,6 +35,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::admission::{admit, Admission, Connection, Refusal, Request};
 use crate::gateway_error::GatewayError;
+use crate::host::{normalize_host, HostBuf, MAX_HOST_LEN};
 use crate::identity::Principal;
 use crate::limits::concurrency::Permit;
 use crate::limits::fleet::Fleet;
@@ -42,8 +43,7 @@ use crate::limits::gcra::Quota;
 use crate::limits::Limited;
 use crate::metrics::tenant::RequestRecord;
 use crate::metrics::Metrics;
-use crate::routing::host::{normalize_host, HostBuf, MAX_HOST_LEN};
-use crate::routing::{Route, RoutingTable, TableHandle};
+use crate::snapshot::{Route, RoutingTable, TableHandle};
 use crate::tls::ClientServerName;
 use crate::upstream::{InFlight, Tried};
 use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};

@@ -19,24 +19,31 @@ use pingora::protocols::tls::TlsRef;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
-use crate::routing::TableHandle;
+/// The certificate for a handshake's server name, from whatever holds the certificates in use (the
+/// routing table, which hands this over so that TLS need not know it).
+pub type SelectCertificate = Box<dyn Fn(Option<&str>) -> Option<Arc<CertifiedKey>> + Send + Sync>;
 
 /// Chooses each handshake's certificate from the routing table in use at that moment.
-#[derive(Debug)]
 pub struct SniResolver {
-    table: Arc<TableHandle>,
+    select: SelectCertificate,
 }
 
 impl SniResolver {
-    pub fn new(table: Arc<TableHandle>) -> Self {
-        SniResolver { table }
+    pub fn new(select: SelectCertificate) -> Self {
+        SniResolver { select }
+    }
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver").finish_non_exhaustive()
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name();
-        let chosen = self.table.load().certificates().select(name);
+        let chosen = (self.select)(name);
         if chosen.is_none() {
             tracing::debug!(
                 sni = name.unwrap_or("-"),

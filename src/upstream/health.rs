@@ -17,11 +17,11 @@ use pingora::protocols::tls::CaType;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::upstreams::peer::PeerOptions;
+use tokio::sync::watch;
 
 use super::{Pool, Upstream, UpstreamState};
 use crate::config::model::{HealthCheckConfig, Probe, UpstreamTls};
 use crate::metrics::Metrics;
-use crate::routing::TableHandle;
 
 /// Counts consecutive probe results that disagree with the current verdict.
 #[derive(Debug, Default)]
@@ -50,20 +50,26 @@ impl Streak {
 /// Runs the health checks of the routing table in use, following it across reloads: an upstream that
 /// appears gets a probe loop, one that goes away loses it, one that stays keeps its loop and state.
 pub struct HealthChecker {
-    table: Arc<TableHandle>,
+    pools: CurrentPools,
+    /// Changes whenever another table is put in use.
+    changes: watch::Receiver<u64>,
 }
 
+/// The pools of the routing table in use (which hands this over, so that upstreams need not know
+/// the table).
+pub type CurrentPools = Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+
 impl HealthChecker {
-    pub fn new(table: Arc<TableHandle>) -> Self {
-        HealthChecker { table }
+    pub fn new(pools: CurrentPools, changes: watch::Receiver<u64>) -> Self {
+        HealthChecker { pools, changes }
     }
 
     /// Makes the running probe loops match the current table. Loops are keyed by their upstream's
     /// shared state, which the loop itself holds, so a key cannot be reused while its loop runs.
     fn reconcile(&self, running: &mut HashMap<usize, Running>) {
-        let table = self.table.load();
+        let pools = (self.pools)();
         let mut wanted: HashMap<usize, (&Pool, &Upstream, &HealthCheckConfig)> = HashMap::new();
-        for pool in table.pools() {
+        for pool in pools.iter().map(Arc::as_ref) {
             if let Some(check) = &pool.config.health_check {
                 for upstream in pool.upstreams() {
                     wanted.insert(
@@ -102,7 +108,7 @@ struct Running {
 #[async_trait]
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut generations = self.table.subscribe();
+        let mut generations = self.changes.clone();
         let mut running = HashMap::new();
         loop {
             self.reconcile(&mut running);

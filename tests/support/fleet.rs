@@ -10,7 +10,7 @@ use super::etcd::Etcd;
 use super::{fill, free_addr, tenantgate, Gateway, Upstream, WAIT};
 
 /// Every instance of a test fleet: its own listeners, the shared store, a short lease (a stopped
-/// instance's locks go within seconds).
+/// instance's locks go within seconds), and room for etcd answering slowly on a busy machine.
 pub const INSTANCE: &str = r#"
 [gateway]
 http_listen = "{http}"
@@ -23,7 +23,7 @@ etcd = ["{etcd}"]
 prefix = "{prefix}"
 instance = "{instance}"
 lease_seconds = 3
-timeout_ms = 1000
+timeout_ms = 3000
 "#;
 
 pub struct Fleet {

@@ -18,7 +18,7 @@ use crate::config::file::{Entry, FileConfig};
 use crate::config::load::{decode_store, place_errors};
 use crate::config::model::{GatewayConfig, HostConfig, PoolConfig, TenantConfig};
 use crate::config::shared::{Entity, Setting};
-use crate::routing::host::{canonical_domain, label_below};
+use crate::host::{canonical_domain, label_below};
 
 use super::Claimed;
 
@@ -450,7 +450,7 @@ mod tests {
 
     use super::*;
     use crate::config::load::load_with_store;
-    use crate::routing::RoutingTable;
+    use crate::snapshot::RoutingTable;
 
     const INSTANCE: &str = "[gateway]\nhttp_listen = \"127.0.0.1:8080\"\n[admin]\nlisten = \"127.0.0.1:9900\"\n[store]\netcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/t\"\n";
     const ORIGIN: &str = "etcd:/t/";
@@ -630,7 +630,7 @@ mod tests {
                 ),
             }
             if let Ok(delta) = by_delta {
-                let touched = crate::routing::table::TableDelta {
+                let touched = crate::snapshot::table::TableDelta {
                     tenants: delta.tenants.clone(),
                     pools: delta.pools.clone(),
                     hosts: delta.hosts,

@@ -409,7 +409,7 @@ impl Validator {
                     .push(ConfigError::at_key(at.clone(), "needs path_prefix"));
                 None
             }
-            Some(p) if !p.starts_with('/') || crate::identity::rules::is_ambiguous(p) => {
+            Some(p) if !p.starts_with('/') || crate::path::is_ambiguous(p) => {
                 self.errors.push(ConfigError::at_value(
                     at.key("path_prefix"),
                     format!("{p:?} must start with '/' and contain no '//', '.' or '..' segments or encoded separators"),

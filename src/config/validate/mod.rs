@@ -22,7 +22,7 @@ use super::model::{
     UpstreamTls, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS,
     DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
 };
-use crate::routing::host::{canonical_domain, label_below};
+use crate::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
 

@@ -1,18 +1,12 @@
-//! Route rules: path prefixes that need a role.
+//! Request paths as route rules and route limits see them: a prefix covers whole segments.
 //!
-//! Prefixes match whole segments. A path that could mean another path to the backend (`//admin`,
+//! A leaf: it knows nothing of rules, limits or tenants, only paths. A path that could mean another path to the backend (`//admin`,
 //! `/./admin`, `/x/../admin`, `/admin;x`, a percent-encoded character that never needs encoding)
 //! is refused outright where rules apply, because the gateway and the backend could disagree on
 //! whether a rule covers it.
 
-use crate::config::model::RouteRule;
-
-/// Whether `rule` covers `path` (`/admin` covers `/admin` and `/admin/x`, not `/administrator`).
-pub fn covers(rule: &RouteRule, path: &str) -> bool {
-    covers_prefix(&rule.path_prefix, path)
-}
-
-/// Whether `prefix` (a route rule's or route limit's) covers `path`, by whole segments.
+/// Whether `prefix` (a route rule's or route limit's) covers `path`, by whole segments: `/admin`
+/// covers `/admin` and `/admin/x`, not `/administrator`.
 pub fn covers_prefix(prefix: &str, path: &str) -> bool {
     prefix == "/"
         || path
@@ -52,21 +46,13 @@ pub fn is_ambiguous(path: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn rule(prefix: &str) -> RouteRule {
-        RouteRule {
-            path_prefix: prefix.into(),
-            roles: vec!["admin".into()],
-        }
-    }
-
     #[test]
     fn prefixes_match_whole_segments() {
-        let admin = rule("/admin");
-        assert!(covers(&admin, "/admin"));
-        assert!(covers(&admin, "/admin/users"));
-        assert!(!covers(&admin, "/administrator"));
-        assert!(!covers(&admin, "/"));
-        assert!(covers(&rule("/"), "/anything"));
+        assert!(covers_prefix("/admin", "/admin"));
+        assert!(covers_prefix("/admin", "/admin/users"));
+        assert!(!covers_prefix("/admin", "/administrator"));
+        assert!(!covers_prefix("/admin", "/"));
+        assert!(covers_prefix("/", "/anything"));
     }
 
     #[test]

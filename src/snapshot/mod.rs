@@ -1,10 +1,14 @@
-//! Routing: host names (`host`), the immutable routing table (`table`), and the handle through which
-//! requests read the current table.
+//! The runtime snapshot: the immutable routing table (`table`) and the handle through which requests
+//! read the current one.
+//!
+//! It sits above what it holds (pools, limiters, verifiers, certificates, metric series): those
+//! modules never name the table; the background services that walk it are handed closures built
+//! here (`readers`), so a change to the table's shape stays in this module.
 //!
 //! Architecture invariant: a request loads the table once and keeps that snapshot to its end; a new
 //! table is built aside and swapped in whole, so no request ever sees half of a change.
 
-pub mod host;
+mod readers;
 pub mod table;
 
 use std::sync::Arc;

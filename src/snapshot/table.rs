@@ -11,12 +11,12 @@ use std::sync::Arc;
 use foldhash::fast::RandomState;
 use http::{HeaderName, HeaderValue};
 
-use super::host::label_below;
 use crate::config::model::{
     MetricsConfig, PoolConfig, RouteRule, RoutingConfig, TenantConfig, TenantLimits, TenantSource,
 };
 use crate::config::validate::{Claimed, ExactOwner};
 use crate::gateway_error::GatewayError;
+use crate::host::label_below;
 use crate::identity::api_key::TenantKeys;
 use crate::identity::jwks::RemoteKeys;
 use crate::identity::jwt::JwtVerifier;

@@ -1,0 +1,87 @@
+//! What the modules below the table read of it, handed to them in their own terms: the metrics'
+//! view of a table, and the closures the background services walk the table in use with. Those
+//! modules never name `RoutingTable` or `TableHandle`; a change to the table's shape ends here.
+
+use std::sync::Arc;
+
+use super::{RoutingTable, TableHandle};
+use crate::config::model::MetricsConfig;
+use crate::limits::fleet::EachLimiter;
+use crate::metrics::tenant::EachTenantStats;
+use crate::metrics::{ObservedTable, ObservedTenant};
+use crate::tls::SelectCertificate;
+use crate::upstream::health::CurrentPools;
+
+impl ObservedTable for RoutingTable {
+    fn generation(&self) -> u64 {
+        RoutingTable::generation(self)
+    }
+
+    fn metrics_config(&self) -> &MetricsConfig {
+        RoutingTable::metrics_config(self)
+    }
+
+    fn observed_tenants(&self) -> impl Iterator<Item = ObservedTenant<'_>> {
+        self.tenants().map(observed)
+    }
+
+    fn observed_tenant(&self, id: &str) -> Option<ObservedTenant<'_>> {
+        self.tenant_by_id(id).map(observed)
+    }
+
+    fn pool_name(&self, index: usize) -> Option<&str> {
+        self.pool(index).map(|p| p.name())
+    }
+
+    fn each_upstream(&self, f: &mut dyn FnMut(&str, &str, bool)) {
+        for pool in self.pools() {
+            for upstream in pool.upstreams() {
+                f(pool.name(), &upstream.label, upstream.state.is_healthy());
+            }
+        }
+    }
+}
+
+fn observed(t: &super::Tenant) -> ObservedTenant<'_> {
+    ObservedTenant {
+        id: t.id.as_str(),
+        status: t.status,
+        pool: t.pool,
+        stats: &t.stats,
+        in_flight: t.in_flight.current(),
+    }
+}
+
+impl TableHandle {
+    /// The TLS listener's certificate choice: the table in use at each handshake.
+    pub fn certificate_selector(self: &Arc<Self>) -> SelectCertificate {
+        let handle = Arc::clone(self);
+        Box::new(move |name| handle.load().certificates().select(name))
+    }
+
+    /// The health checker's pools: those of the table in use when it looks.
+    pub fn current_pools(self: &Arc<Self>) -> CurrentPools {
+        let handle = Arc::clone(self);
+        Box::new(move || handle.load().pools().cloned().collect())
+    }
+
+    /// The limits' upkeep and fleet sync: every tenant's limiter in the table in use.
+    pub fn each_limiter(self: &Arc<Self>) -> EachLimiter {
+        let handle = Arc::clone(self);
+        Box::new(move |f| {
+            for tenant in handle.load().tenants() {
+                f(&tenant.limiter);
+            }
+        })
+    }
+
+    /// The request-rate sampler: every tenant's stats in the table in use.
+    pub fn each_tenant_stats(self: &Arc<Self>) -> EachTenantStats {
+        let handle = Arc::clone(self);
+        Box::new(move |f| {
+            for tenant in handle.load().tenants() {
+                f(&tenant.stats);
+            }
+        })
+    }
+}
