@@ -161,9 +161,28 @@ fn append_forwarded_for<'a>(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b", ");
     }
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{}", ip.to_canonical());
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => write_ipv4(&mut out, v4),
+        // Writing to a Vec cannot fail.
+        ip => drop(write!(out, "{ip}")),
+    }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// `a.b.c.d` without the formatting machinery (every proxied request writes one).
+fn write_ipv4(out: &mut Vec<u8>, ip: std::net::Ipv4Addr) {
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
+        }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
+    }
 }
 
 /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (draft-ietf-httpapi-ratelimit-headers):
@@ -204,6 +223,27 @@ mod tests {
             .iter()
             .map(|v| v.to_str().unwrap_or("?").to_owned())
             .collect()
+    }
+
+    #[test]
+    fn ipv4_is_written_as_display_writes_it() {
+        for octets in [
+            [0, 0, 0, 0],
+            [9, 10, 99, 100],
+            [127, 0, 0, 1],
+            [255, 254, 201, 110],
+        ] {
+            let ip = std::net::Ipv4Addr::from(octets);
+            let mut out = Vec::new();
+            write_ipv4(&mut out, ip);
+            assert_eq!(
+                String::from_utf8(out).as_deref(),
+                Ok(ip.to_string().as_str())
+            );
+        }
+        let mapped = IpAddr::V6(std::net::Ipv4Addr::new(10, 0, 0, 7).to_ipv6_mapped());
+        let xff = append_forwarded_for(std::iter::empty(), mapped);
+        assert_eq!(xff, "10.0.0.7");
     }
 
     #[test]
