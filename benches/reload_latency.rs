@@ -8,7 +8,6 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use support::load::{failures, Load};
@@ -16,27 +15,6 @@ use support::{send, Gateway, Upstream};
 
 const TENANTS: usize = 100_000;
 const ROUNDS: usize = 7;
-
-fn config(moved: &[usize]) -> String {
-    let mut text = String::with_capacity(TENANTS * 80);
-    text.push_str(
-        "[gateway]\nhttp_listen = \"{http}\"\nbase_domains = [\"yourapp.test\"]\naccess_log = false\n\n\
-         [admin]\nlisten = \"{admin}\"\n\n\
-         [pools.shared]\nupstreams = [\"{shared}\"]\n\n[pools.moved]\nupstreams = [\"{moved}\"]\n\n",
-    );
-    for i in 0..TENANTS {
-        let pool = if moved.contains(&i) {
-            "moved"
-        } else {
-            "shared"
-        };
-        let _ = writeln!(
-            text,
-            "[tenants.t{i}]\npool = \"{pool}\"\ndomains = [\"api.customer-{i}.example\"]\n"
-        );
-    }
-    text
-}
 
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -49,7 +27,11 @@ async fn main() {
     let shared = Upstream::start("shared").await;
     let moved = Upstream::start("moved").await;
     let started = Instant::now();
-    let gw = Gateway::start(&config(&[]), &[&shared, &moved]).await;
+    let gw = Gateway::start(
+        &support::generated_tenants(TENANTS, &[], false),
+        &[&shared, &moved],
+    )
+    .await;
     println!(
         "{TENANTS} tenants: gateway ready {:.0} ms after start",
         started.elapsed().as_secs_f64() * 1e3
@@ -71,7 +53,7 @@ async fn main() {
     for round in 0..ROUNDS {
         let tenant = 50_000 + round;
         moved_so_far.push(tenant);
-        let text = gw.render(&config(&moved_so_far));
+        let text = gw.render(&support::generated_tenants(TENANTS, &moved_so_far, false));
         let temp = gw.config_path.with_file_name(".gateway.toml.new");
         std::fs::write(&temp, text).expect("write");
         let host = format!("t{tenant}.yourapp.test");
@@ -94,10 +76,12 @@ async fn main() {
 
         // The same file again through the API: nothing changes, but it is read and compared; then a
         // real change through the API, timed from the call to its answer.
-        let edited = gw.render(&config(&moved_so_far)).replace(
-            &format!("[tenants.t{}]\npool = \"shared\"", 60_000 + round),
-            &format!("[tenants.t{}]\npool = \"moved\"", 60_000 + round),
-        );
+        let edited = gw
+            .render(&support::generated_tenants(TENANTS, &moved_so_far, false))
+            .replace(
+                &format!("[tenants.t{}]\npool = \"shared\"", 60_000 + round),
+                &format!("[tenants.t{}]\npool = \"moved\"", 60_000 + round),
+            );
         std::fs::write(&temp, edited).expect("write");
         let t1 = Instant::now();
         std::fs::rename(&temp, &gw.config_path).expect("rename");

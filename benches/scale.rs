@@ -10,35 +10,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::load::{failures, Load};
 use support::{send, Gateway, Upstream};
-
-fn config(tenants: usize, moved: &[usize], access_log: bool) -> String {
-    let mut text = String::with_capacity(tenants * 90);
-    let _ = write!(
-        text,
-        "[gateway]\nhttp_listen = \"{{http}}\"\nbase_domains = [\"yourapp.test\"]\naccess_log = {access_log}\n\n\
-         [admin]\nlisten = \"{{admin}}\"\n\n\
-         [pools.shared]\nupstreams = [\"{{shared}}\"]\n\n[pools.moved]\nupstreams = [\"{{moved}}\"]\n\n",
-    );
-    for i in 0..tenants {
-        let pool = if moved.contains(&i) {
-            "moved"
-        } else {
-            "shared"
-        };
-        let _ = writeln!(
-            text,
-            "[tenants.t{i}]\npool = \"{pool}\"\ndomains = [\"api.customer-{i}.example\"]\n"
-        );
-    }
-    text
-}
 
 /// Resident memory of `pid`, in MiB (`VmRSS`, or `VmHWM` for the peak).
 fn memory_mib(pid: u32, field: &str) -> f64 {
@@ -132,7 +109,11 @@ async fn run(tenants: usize) {
     let shared = Upstream::start("shared").await;
     let moved = Upstream::start("moved").await;
     let started = Instant::now();
-    let gw = Gateway::start(&config(tenants, &[], false), &[&shared, &moved]).await;
+    let gw = Gateway::start(
+        &support::generated_tenants(tenants, &[], false),
+        &[&shared, &moved],
+    )
+    .await;
     let ready_ms = started.elapsed().as_secs_f64() * 1e3;
     let pid = gw.pid();
     let last = tenants - 1;
