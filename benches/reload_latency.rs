@@ -28,7 +28,7 @@ async fn main() {
     let moved = Upstream::start("moved").await;
     let started = Instant::now();
     let gw = Gateway::start(
-        &support::generated_tenants(TENANTS, &[], false),
+        &support::generated_tenants(TENANTS, &[]),
         &[&shared, &moved],
     )
     .await;
@@ -53,7 +53,7 @@ async fn main() {
     for round in 0..ROUNDS {
         let tenant = 50_000 + round;
         moved_so_far.push(tenant);
-        let text = gw.render(&support::generated_tenants(TENANTS, &moved_so_far, false));
+        let text = gw.render(&support::generated_tenants(TENANTS, &moved_so_far));
         let temp = gw.config_path.with_file_name(".gateway.toml.new");
         std::fs::write(&temp, text).expect("write");
         let host = format!("t{tenant}.yourapp.test");
@@ -77,7 +77,7 @@ async fn main() {
         // The same file again through the API: nothing changes, but it is read and compared; then a
         // real change through the API, timed from the call to its answer.
         let edited = gw
-            .render(&support::generated_tenants(TENANTS, &moved_so_far, false))
+            .render(&support::generated_tenants(TENANTS, &moved_so_far))
             .replace(
                 &format!("[tenants.t{}]\npool = \"shared\"", 60_000 + round),
                 &format!("[tenants.t{}]\npool = \"moved\"", 60_000 + round),

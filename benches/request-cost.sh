@@ -171,7 +171,7 @@ def read(path):
             pending_call = int(line[6:].split()[0]); continue
         if line.startswith(("summary:", "totals:")):
             ir = int(line.split()[1]); continue
-        if pending_call is not None and line[:1].isdigit() or (pending_call is not None and line[:1] in "+-*"):
+        if pending_call is not None:  # the line after `calls=` is that call's cost
             callee = cfn.split("'")[0]
             if callee in ALLOC:
                 allocs += pending_call; callers[fn] += pending_call

@@ -110,7 +110,7 @@ async fn run(tenants: usize) {
     let moved = Upstream::start("moved").await;
     let started = Instant::now();
     let gw = Gateway::start(
-        &support::generated_tenants(tenants, &[], false),
+        &support::generated_tenants(tenants, &[]),
         &[&shared, &moved],
     )
     .await;

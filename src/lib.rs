@@ -3,8 +3,9 @@
 //! A request's path through the code (see ARCHITECTURE.md for the whole map):
 //! `proxy` (Pingora phases) → `admission` (host → tenant → credential → limits, on the immutable
 //! `snapshot` of the routing table) → `upstream` (pick an available upstream) → back through
-//! `proxy` to the client, with `metrics` and the access log at the end. `config` turns the operators' TOML into the model the table is built
-//! from; `server` wires everything into one Pingora server; `cli` is the command line.
+//! `proxy` to the client, with `metrics` and the access log at the end. `config` turns the
+//! operators' TOML into the model the table is built from; `server` wires everything into one
+//! Pingora server; `cli` is the command line.
 
 pub mod admin;
 pub mod admission;

@@ -1,9 +1,9 @@
 //! Request paths as route rules and route limits see them: a prefix covers whole segments.
 //!
-//! A leaf: it knows nothing of rules, limits or tenants, only paths. A path that could mean another path to the backend (`//admin`,
-//! `/./admin`, `/x/../admin`, `/admin;x`, a percent-encoded character that never needs encoding)
-//! is refused outright where rules apply, because the gateway and the backend could disagree on
-//! whether a rule covers it.
+//! A leaf: it knows nothing of rules, limits or tenants, only paths. A path that could mean another
+//! path to the backend (`//admin`, `/./admin`, `/x/../admin`, `/admin;x`, a percent-encoded
+//! character that never needs encoding) is refused outright where rules apply, because the gateway
+//! and the backend could disagree on whether a rule covers it.
 
 /// Whether `prefix` (a route rule's or route limit's) covers `path`, by whole segments: `/admin`
 /// covers `/admin` and `/admin/x`, not `/administrator`.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::{RoutingTable, TableHandle};
+use super::{RoutingTable, TableHandle, Tenant};
 use crate::config::model::MetricsConfig;
 use crate::limits::fleet::EachLimiter;
 use crate::metrics::tenant::EachTenantStats;
@@ -42,7 +42,7 @@ impl ObservedTable for RoutingTable {
     }
 }
 
-fn observed(t: &super::Tenant) -> ObservedTenant<'_> {
+fn observed(t: &Tenant) -> ObservedTenant<'_> {
     ObservedTenant {
         id: t.id.as_str(),
         status: t.status,
@@ -51,6 +51,9 @@ fn observed(t: &super::Tenant) -> ObservedTenant<'_> {
         in_flight: t.in_flight.current(),
     }
 }
+
+/// The shape of `EachLimiter` and `EachTenantStats`: a walk over one part of every tenant.
+type EachPart<T> = Box<dyn Fn(&mut dyn FnMut(&T)) + Send + Sync>;
 
 impl TableHandle {
     /// The TLS listener's certificate choice: the table in use at each handshake.
@@ -67,20 +70,20 @@ impl TableHandle {
 
     /// The limits' upkeep and fleet sync: every tenant's limiter in the table in use.
     pub fn each_limiter(self: &Arc<Self>) -> EachLimiter {
-        let handle = Arc::clone(self);
-        Box::new(move |f| {
-            for tenant in handle.load().tenants() {
-                f(&tenant.limiter);
-            }
-        })
+        self.each_tenant(|t| &t.limiter)
     }
 
     /// The request-rate sampler: every tenant's stats in the table in use.
     pub fn each_tenant_stats(self: &Arc<Self>) -> EachTenantStats {
+        self.each_tenant(|t| &*t.stats)
+    }
+
+    /// Calls its argument with `part` of every tenant of the table in use when it is called.
+    fn each_tenant<T: 'static>(self: &Arc<Self>, part: fn(&Tenant) -> &T) -> EachPart<T> {
         let handle = Arc::clone(self);
         Box::new(move |f| {
             for tenant in handle.load().tenants() {
-                f(&tenant.stats);
+                f(part(tenant));
             }
         })
     }

@@ -49,12 +49,12 @@ pub fn free_addr() -> SocketAddr {
 /// A gateway template with `tenants` generated tenants `t0`, `t1`, … on `yourapp.test`, each with one
 /// custom domain (`api.customer-<i>.example`), in pool `shared` but for those in `moved`, which are in
 /// pool `moved` (upstreams `{shared}` and `{moved}`): the large tables the scale benches reload.
-pub fn generated_tenants(tenants: usize, moved: &[usize], access_log: bool) -> String {
+pub fn generated_tenants(tenants: usize, moved: &[usize]) -> String {
     use std::fmt::Write;
     let mut text = String::with_capacity(tenants * 90);
     let _ = write!(
         text,
-        "[gateway]\nhttp_listen = \"{{http}}\"\nbase_domains = [\"yourapp.test\"]\naccess_log = {access_log}\n\n\
+        "[gateway]\nhttp_listen = \"{{http}}\"\nbase_domains = [\"yourapp.test\"]\naccess_log = false\n\n\
          [admin]\nlisten = \"{{admin}}\"\n\n\
          [pools.shared]\nupstreams = [\"{{shared}}\"]\n\n[pools.moved]\nupstreams = [\"{{moved}}\"]\n\n",
     );
