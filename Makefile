@@ -5,7 +5,8 @@
 #
 # Each installs what the build lacks first, on a machine that has none of it: cmake (Pingora's
 # zlib-ng) and protoc with the well-known .proto files (etcd-client). `make test` also installs
-# redis-server and etcd for the fleet tests, which start and stop their own servers on loopback ports.
+# redis-server and etcd for the fleet tests, and pebble (Let's Encrypt's ACME test server) for the
+# certificate tests, which start and stop their own servers on loopback ports.
 
 CARGO ?= cargo
 # Runs the rest of the line with cmake and protoc at hand, or stops when they cannot be had.
@@ -17,7 +18,7 @@ demo:
 	$(WITH_BUILD_TOOLS) $(CARGO) run --locked -- demo
 
 test:
-	$(WITH_BUILD_TOOLS) && redis=$$(scripts/ensure-redis.sh) && etcd=$$(scripts/ensure-etcd.sh) && TENANTGATE_REDIS_SERVER=$$redis TENANTGATE_ETCD=$$etcd $(CARGO) test --locked
+	$(WITH_BUILD_TOOLS) && redis=$$(scripts/ensure-redis.sh) && etcd=$$(scripts/ensure-etcd.sh) && pebble=$$(scripts/ensure-pebble.sh) && TENANTGATE_REDIS_SERVER=$$redis TENANTGATE_ETCD=$$etcd TENANTGATE_PEBBLE_DIR=$$pebble $(CARGO) test --locked
 
 fleet-demo:
 	$(WITH_BUILD_TOOLS) && $(CARGO) build --locked && scripts/fleet-demo.sh

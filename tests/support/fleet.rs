@@ -26,6 +26,14 @@ lease_seconds = 3
 timeout_ms = 3000
 "#;
 
+/// One instance of `Fleet::start_instances`.
+#[derive(Default)]
+pub struct Instance {
+    /// Its `http` and `https` listeners, when chosen beforehand.
+    pub listeners: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
+    pub vars: Vec<(&'static str, String)>,
+}
+
 pub struct Fleet {
     pub etcd: Etcd,
     pub gateways: Vec<Gateway>,
@@ -38,6 +46,18 @@ pub struct Fleet {
 impl Fleet {
     /// Starts etcd, seeds it with `routing` (upstreams filled in), and starts `n` gateways on it.
     pub async fn start(routing: &str, upstreams: &[&Upstream], n: usize) -> Fleet {
+        let instances = (0..n).map(|_| Instance::default()).collect();
+        Fleet::start_instances(routing, upstreams, INSTANCE, instances).await
+    }
+
+    /// As `start`, each instance from `template` (which has `INSTANCE`'s placeholders) with its
+    /// own listeners and placeholders.
+    pub async fn start_instances(
+        routing: &str,
+        upstreams: &[&Upstream],
+        template: &str,
+        instances: Vec<Instance>,
+    ) -> Fleet {
         let etcd = Etcd::start();
         let prefix = "/tenantgate/test".to_owned();
         let dir = tempfile::tempdir().expect("temp dir");
@@ -68,13 +88,15 @@ impl Fleet {
             out.1,
             out.2
         );
-        for i in 1..=n {
-            let v = vars(&format!("gw-{i}"));
-            let v: Vec<(&str, String)> = v
+        for (i, instance) in instances.into_iter().enumerate() {
+            let mut v: Vec<(&str, String)> = vars(&format!("gw-{}", i + 1))
                 .into_iter()
                 .filter(|(k, _)| *k != "http" && *k != "admin")
                 .collect();
-            fleet.gateways.push(Gateway::start_with(INSTANCE, &v).await);
+            v.extend(instance.vars);
+            fleet
+                .gateways
+                .push(Gateway::start_on(template, &v, instance.listeners).await);
         }
         fleet
     }

@@ -12,6 +12,7 @@ pub mod etcd;
 pub mod fleet;
 pub mod load;
 pub mod metrics;
+pub mod pebble;
 pub mod pki;
 pub mod process;
 pub mod redis;
@@ -105,10 +106,21 @@ impl Gateway {
     }
 
     pub async fn start_with(template: &str, vars: &[(&str, String)]) -> Gateway {
+        Gateway::start_on(template, vars, None).await
+    }
+
+    /// As `start_with`, on listener addresses chosen beforehand (`http`, `https`): for servers
+    /// that must know them before the gateway starts (pebble validates there).
+    pub async fn start_on(
+        template: &str,
+        vars: &[(&str, String)],
+        listeners: Option<(SocketAddr, SocketAddr)>,
+    ) -> Gateway {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("temp dir");
-            let (http, https, admin) = (free_addr(), free_addr(), free_addr());
+            let (http, https) = listeners.unwrap_or_else(|| (free_addr(), free_addr()));
+            let admin = free_addr();
             let mut all = vec![
                 ("http", http.to_string()),
                 ("https", https.to_string()),
