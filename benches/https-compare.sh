@@ -33,6 +33,7 @@
 # Env: DURATION=8 ROUNDS=3 WARMUP=2 CONNS=64 H2_CONNS=16 H2_STREAMS=8 WORKLOADS="keepalive new-connections h2"
 #      PROXIES="nginx tenantgate" (or CANDIDATE_ONLY=nginx|tenantgate)  DIRECT=1 (plain-HTTP wrk -> upstream row)
 #      LOAD_CPU=0 PROXY_CPU=1  MAX_TOTAL_S=300 (refuse longer plans; hard watchdog)  START_TIMEOUT=20
+#      TG_EXTRA=<TOML appended to tenantgate's config> (e.g. an [acme] section, to measure its ClientHello hook)
 #      OTHER_MAX=5  OUT_DIR=<dir> (default: mktemp, kept)  TENANTGATE=<binary> (default target/release/tenantgate,
 #      built with cargo build --release --locked only when missing, or always with BUILD=1)
 # Exit: 0 ok; 1 setup failure / watchdog; 2 bad settings; 3 requests failed during load or a proxy died
@@ -207,6 +208,8 @@ upstreams = ["127.0.0.1:$UP_PORT"]
 
 [tenants.bench]
 pool = "bench"
+
+${TG_EXTRA:-}
 EOF
 # wrk: SNI and the request come from the URL host (bench.example.test); connect to 127.0.0.1 instead of resolving it
 cat >"$OUT_DIR/report.lua" <<'EOF'

@@ -54,6 +54,7 @@ fn routing_config(tenants: usize) -> RoutingConfig {
                 route_rules: Vec::new(),
                 plan: None,
                 limits: Default::default(),
+                acme: true,
             })
             .collect(),
         hosts: Vec::new(),

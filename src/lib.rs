@@ -7,6 +7,7 @@
 //! operators' TOML into the model the table is built from; `server` wires everything into one
 //! Pingora server; `cli` is the command line.
 
+pub mod acme;
 pub mod admin;
 pub mod admission;
 pub mod atomic_file;

@@ -19,6 +19,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::acme::{Acme, AcmeService, CertificateEvent};
 use crate::admin::AdminApi;
 use crate::config::GatewayConfig;
 use crate::control::audit::AuditOpenError;
@@ -31,6 +32,7 @@ use crate::metrics::tenant::RequestRates;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{RoutingTable, TableHandle};
+use crate::tls::hello::ReadClientHello;
 use crate::tls::{KeepServerName, SniResolver};
 use crate::upstream::health::HealthChecker;
 use crate::upstream::keepalive_pool_size;
@@ -225,30 +227,59 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
         config.gateway.h2c,
     );
     let fleet = config.gateway.fleet.clone().map(Fleet::new);
+    let acme_settings = config.gateway.acme.clone();
+    let store_config = config.gateway.store.clone();
     let control = Arc::new(ControlPlane::new(
         config,
         text,
         Arc::clone(&table),
         store.clone(),
     )?);
+    let acme = acme_settings.map(|settings| {
+        let audit_to = Arc::clone(&control);
+        Acme::new(
+            settings,
+            table.acme_wanted(),
+            table.acme_owner(),
+            Box::new(move |event: CertificateEvent<'_>| {
+                audit_to.record_certificate(event.action, event.tenant, event.detail, event.failure)
+            }),
+        )
+    });
 
     let mut options = HttpServerOptions::default();
     options.h2c = h2c;
     let draining = Arc::new(AtomicBool::new(false));
-    let gateway = Gateway::new(Arc::clone(&table), Arc::clone(&draining), fleet.clone());
+    let gateway = Gateway::new(
+        Arc::clone(&table),
+        Arc::clone(&draining),
+        fleet.clone(),
+        acme.clone(),
+    );
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
         .name("tenantgate proxy")
         .server_options(options)
         .build();
     proxy.add_tcp(&http_listen.to_string());
     if let Some(https) = https_listen {
-        proxy.add_tls_with_settings(&https.to_string(), None, tls_settings(&table)?);
+        proxy.add_tls_with_settings(
+            &https.to_string(),
+            None,
+            tls_settings(&table, acme.as_ref())?,
+        );
+        if let Some(acme) = &acme {
+            // TLS-ALPN-01 answers and on-demand orders happen before Pingora's handshake.
+            let hook: Arc<dyn crate::tls::hello::BeforeHandshake> = acme.clone();
+            proxy
+                .endpoints()
+                .set_pre_tls_callback(Arc::new(ReadClientHello::new(hook)));
+        }
     }
     server.add_service(proxy);
 
     let mut admin = Service::new(
         "tenantgate admin".to_owned(),
-        HttpServer::new_app(AdminApi::new(Arc::clone(&control))),
+        HttpServer::new_app(AdminApi::new(Arc::clone(&control), acme.clone())),
     );
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen.to_string());
@@ -290,6 +321,15 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
     watcher.threads = Some(1);
     server.add_service(watcher);
 
+    if let Some(acme) = &acme {
+        let mut certificates = background_service(
+            "tenantgate ACME",
+            AcmeService::new(Arc::clone(acme), table.subscribe(), store_config),
+        );
+        certificates.threads = Some(1);
+        server.add_service(certificates);
+    }
+
     if store.is_some() {
         let mut follow = background_service(
             "tenantgate store watch",
@@ -309,9 +349,18 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
 /// The HTTPS listener's TLS: certificates chosen per handshake from the routing table in use, the
 /// client's SNI kept for the request phases, HTTP/2 offered before HTTP/1.1. Pingora builds the
 /// rustls config with TLS 1.2 and 1.3 only, and rustls offers no weak cipher suites.
-fn tls_settings(table: &Arc<TableHandle>) -> Result<TlsSettings, StartError> {
+fn tls_settings(
+    table: &Arc<TableHandle>,
+    acme: Option<&Arc<Acme>>,
+) -> Result<TlsSettings, StartError> {
     let mut tls = TlsSettings::with_callbacks(Box::new(KeepServerName)).map_err(StartError::Tls)?;
-    tls.set_cert_resolver(Arc::new(SniResolver::new(table.certificate_selector())));
+    let issued = acme.map(|acme| {
+        let acme = Arc::clone(acme);
+        Box::new(move |name: &str| acme.certificate(name)) as crate::snapshot::IssuedLookup
+    });
+    tls.set_cert_resolver(Arc::new(SniResolver::new(
+        table.certificate_selector(issued),
+    )));
     tls.set_alpn(ALPN::H2H1);
     Ok(tls)
 }

@@ -18,6 +18,7 @@ use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use crate::acme::Acme;
 use crate::config::diff::{api_key_summary, rfc3339, CertificateSummary};
 use crate::config::model::{
     AdminSettings, CertificateConfig, Probe, Rate, TenantConfig, TenantLimits,
@@ -54,14 +55,72 @@ const RECENT_CHANGES: usize = 10;
 
 pub struct AdminApi {
     control: Arc<ControlPlane>,
+    /// With `[acme]`: its names for `/status` and `/certs`, and forced renewals.
+    acme: Option<Arc<Acme>>,
     started: Instant,
 }
 
 impl AdminApi {
-    pub fn new(control: Arc<ControlPlane>) -> Self {
+    pub fn new(control: Arc<ControlPlane>, acme: Option<Arc<Acme>>) -> Self {
         AdminApi {
             control,
+            acme,
             started: Instant::now(),
+        }
+    }
+
+    /// `GET /certs`: every name served, whatever its source (file, dev, acme), with its
+    /// issuer, expiry and renewal state.
+    fn certs(&self) -> Response<Vec<u8>> {
+        let applied = self.control.applied();
+        let now = chrono::Utc::now().timestamp();
+        let mut list: Vec<Value> = Vec::new();
+        for c in &applied.config.routing.tls.certificates {
+            let source = match c.loaded.issuer.as_str() {
+                crate::tls::dev::DEV_CA_NAME => "dev",
+                _ => "file",
+            };
+            for name in &c.loaded.names {
+                list.push(json!({
+                    "name": name,
+                    "source": source,
+                    "cert": c.cert_label,
+                    "default": c.default,
+                    "tenant": c.tenant.as_ref().map(|t| t.as_str()),
+                    "issuer": c.loaded.issuer,
+                    "not_before": rfc3339(c.loaded.not_before),
+                    "not_after": rfc3339(c.loaded.not_after),
+                    "days_left": c.loaded.days_left(now),
+                    "sha256": c.loaded.fingerprint,
+                    "renewal": "manual",
+                }));
+            }
+        }
+        if let Some(acme) = &self.acme {
+            list.extend(acme.certificates());
+        }
+        json_response(
+            StatusCode::OK,
+            &json!({ "acme": self.acme.is_some(), "certificates": list }),
+        )
+    }
+
+    /// `POST /certs/{name}/renew`: orders the name again now.
+    fn renew(&self, name: &str) -> Response<Vec<u8>> {
+        let Some(acme) = &self.acme else {
+            return json_error(
+                StatusCode::CONFLICT,
+                "acme_disabled",
+                "this gateway has no [acme] section: its certificates come from files",
+            );
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        match acme.renew(&name) {
+            Ok(()) => json_response(
+                StatusCode::ACCEPTED,
+                &json!({ "name": name, "renewal": "ordering", "message": "an order starts now; GET /certs shows how it went" }),
+            ),
+            Err(e) => json_error(StatusCode::NOT_FOUND, "not_an_acme_name", &e.to_string()),
         }
     }
 
@@ -86,6 +145,7 @@ impl AdminApi {
             },
             "admin_token": applied.config.admin.token.as_ref().map(|t| t.source.clone()),
             "certificates": certificates(&applied.config.routing.tls.certificates),
+            "acme": self.acme.as_ref().map(|a| a.status()),
             "tenants": tenant_counts(&table),
             "hosts": table.hosts().iter().map(|h| json!({
                 "host": h.host,
@@ -883,6 +943,8 @@ impl ServeHttp for AdminApi {
                     .into_bytes(),
             ),
             (true, ["status"]) => json_response(StatusCode::OK, &self.status()),
+            (true, ["certs"]) => self.certs(),
+            (false, ["certs", name, "renew"]) if method == Method::POST => self.renew(name),
             (true, ["config"]) => respond(
                 StatusCode::OK,
                 "application/toml",
@@ -937,7 +999,7 @@ impl ServeHttp for AdminApi {
             ),
             (
                 _,
-                ["healthz" | "metrics" | "status" | "config" | "export" | "audit"]
+                ["healthz" | "metrics" | "status" | "config" | "export" | "audit" | "certs"]
                 | ["tenants", _]
                 | ["tenants", _, "export"]
                 | ["pools", "health"],
@@ -946,13 +1008,17 @@ impl ServeHttp for AdminApi {
                 "method_not_allowed",
                 "use GET",
             ),
-            (_, ["reload" | "apply"] | ["tenants", _, _] | ["tenants", _, "keys", _, "revoke"]) => {
-                json_error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method_not_allowed",
-                    "use POST",
-                )
-            }
+            (
+                _,
+                ["reload" | "apply"]
+                | ["tenants", _, _]
+                | ["tenants", _, "keys", _, "revoke"]
+                | ["certs", _, "renew"],
+            ) => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use POST",
+            ),
             _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
         }
     }

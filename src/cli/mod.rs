@@ -7,6 +7,7 @@
 //! `plan`, changes to apply; 3 `tenants push` found conflicts and changed nothing; 4 `tenants check`
 //! found a tenant with no reachable upstream; 5 the admin API refused the token.
 
+mod certs;
 mod context;
 mod fleet;
 mod keys;
@@ -246,6 +247,18 @@ enum CertsCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Every name the running gateway serves: source (file, dev, acme), issuer, expiry and
+    /// renewal state.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Order a new ACME certificate for NAME now (one the gateway manages), whatever its expiry.
+    Renew {
+        name: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
 }
 
 /// Where the running gateway's admin API is: `--admin`, `--context`, `--config`, the current
@@ -386,6 +399,12 @@ pub fn main() -> ExitCode {
         }
         Command::AdminToken => keys::admin_token(),
         Command::Reload { admin } => remote::reload(&admin),
+        Command::Certs {
+            command: CertsCommand::List { admin },
+        } => certs::list(&admin),
+        Command::Certs {
+            command: CertsCommand::Renew { name, admin },
+        } => certs::renew(&admin, &name),
         Command::Plan { admin, against } => remote::plan(&admin, against.as_deref()),
         Command::Tenants { admin, command } => tenants::run(&admin, command),
         Command::Context { command } => context::run(command),
@@ -672,6 +691,23 @@ pub fn summary(c: &GatewayConfig) -> String {
 /// `check`'s lines about the certificates a file serves.
 fn certificate_lines(out: &mut String, c: &GatewayConfig) {
     let r = &c.routing;
+    if let Some(acme) = &c.gateway.acme {
+        let challenges: Vec<&str> = acme.challenges.iter().map(|c| c.as_str()).collect();
+        let names: usize = r
+            .tenants
+            .iter()
+            .filter(|t| t.status == TenantStatus::Active && t.acme)
+            .map(|t| t.domains.len())
+            .sum();
+        let _ = writeln!(
+            out,
+            "  acme     {} ({}){}: up to {names} custom domains, kept in {}",
+            acme.directory,
+            challenges.join(", "),
+            if acme.on_demand { ", on demand" } else { "" },
+            acme.state_dir.display()
+        );
+    }
     if !r.tls.certificates.is_empty() {
         let _ = writeln!(out, "  certs    {}", r.tls.certificates.len());
         let now = chrono::Utc::now().timestamp();

@@ -445,6 +445,30 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         store(&new.gateway.store),
         true,
     );
+    let acme = |a: &Option<super::model::AcmeSettings>| {
+        a.as_ref().map_or_else(
+            || "none (certificates come from files)".to_owned(),
+            |a| {
+                let challenges: Vec<&str> = a.challenges.iter().map(|c| c.as_str()).collect();
+                format!(
+                    "{} ({}), on_demand {}, renew {} days before expiry, at most {}/hour and {}/tenant/day, state in {}",
+                    a.directory,
+                    challenges.join(", "),
+                    a.on_demand,
+                    a.renew_before.as_secs() / 86_400,
+                    a.max_per_hour,
+                    a.max_per_tenant_per_day,
+                    a.state_dir.display()
+                )
+            },
+        )
+    };
+    setting(
+        "acme",
+        acme(&old.gateway.acme),
+        acme(&new.gateway.acme),
+        true,
+    );
     let (o, n) = (&old.routing, &new.routing);
     let series = |m: &super::model::MetricsConfig| {
         let listed: Vec<&str> = m.tenant_series.iter().map(|t| t.as_str()).collect();
@@ -778,6 +802,9 @@ pub fn tenant_changes(
     }
     if o.hsts != t.hsts {
         fields.push("hsts");
+    }
+    if o.acme != t.acme {
+        fields.push("acme");
     }
     if o.tenant_source != t.tenant_source {
         fields.push("tenant_source");

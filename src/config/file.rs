@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// `[store]`: the fleet's routing table in etcd. With it, this file holds only this instance's
     /// own settings (`config::shared` says which).
     pub store: Option<StoreFile>,
+    /// `[acme]`: certificates for tenants' custom domains from an ACME CA. Each instance's own
+    /// setting, like `[store]`.
+    pub acme: Option<AcmeFile>,
     /// The store's entries were merged in (`load::merge_shared`): without them, an instance file's
     /// references to the table (a certificate's `tenant`) cannot be checked yet.
     pub merged: bool,
@@ -80,6 +83,35 @@ pub struct StoreFile {
     pub timeout_ms: Option<u64>,
     /// How long start-up waits for etcd before giving up. Default 10000.
     pub start_timeout_ms: Option<u64>,
+}
+
+/// `[acme]`: where certificates for custom domains come from, and the limits that keep ordering
+/// them safe.
+#[derive(Debug, Default, Deserialize)]
+pub struct AcmeFile {
+    /// The ACME directory URL. Default: Let's Encrypt's production directory.
+    pub directory: Option<String>,
+    /// A PEM file to trust for the directory's own HTTPS (a private CA, a test CA).
+    pub directory_ca: Option<String>,
+    /// `mailto:` addresses the CA may write to about the account.
+    pub contact: Option<StringOrList>,
+    /// Which challenges are tried, in order: `http-01`, `tls-alpn-01`. Default both.
+    pub challenges: Option<Vec<String>>,
+    /// How long before expiry a certificate is renewed. Default 30 (at most a third of its life).
+    pub renew_before_days: Option<u32>,
+    /// Order a certificate during the first handshake for a name of an active tenant that has none.
+    pub on_demand: Option<bool>,
+    /// How long such a handshake waits for the certificate. Default 5000.
+    pub on_demand_wait_ms: Option<u64>,
+    /// Orders this instance starts per hour, all names together. Default 100.
+    pub max_per_hour: Option<u32>,
+    /// Orders per tenant per day. Default 20.
+    pub max_per_tenant_per_day: Option<u32>,
+    /// Where the account and certificates are kept. Default `acme` beside the config.
+    pub state_dir: Option<String>,
+    /// The wait after a failed order before the name is tried again; it doubles with each failure,
+    /// up to six hours. Default 60.
+    pub retry_after_seconds: Option<u64>,
 }
 
 /// `tls = { ... }` in `[store]`.
@@ -328,6 +360,8 @@ pub struct TenantFile {
     pub route_rules: Vec<RouteRuleFile>,
     /// The `[plans.<name>]` whose limits apply where the tenant sets none of its own.
     pub plan: Option<String>,
+    /// `false`: no ACME certificate for this tenant's domains (it brings its own `[[certificates]]`).
+    pub acme: Option<bool>,
     /// Overrides the plan's and `[limits]`'s `rate_limit`.
     pub rate_limit: Option<RateLimitFile>,
     /// Overrides the plan's and `[limits]`'s `credential_rate_limit`.

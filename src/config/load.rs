@@ -32,6 +32,7 @@ pub const SECTIONS: &[&str] = &[
     "plans",
     "metrics",
     "store",
+    "acme",
 ];
 
 /// Reads, decodes and validates the file at `path`.
@@ -509,6 +510,7 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
             "plans" => file.plans = decode_entries(value, &at, &mut errors),
             "metrics" => file.metrics = decode_section(value, &at, &mut errors),
             "store" => file.store = decode(value, &at, &mut errors),
+            "acme" => file.acme = decode(value, &at, &mut errors),
             other => errors.push(ConfigError {
                 span: Some(key.span()),
                 ..ConfigError::at_key(

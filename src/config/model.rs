@@ -39,6 +39,51 @@ pub struct GatewaySettings {
     pub fleet: Option<FleetConfig>,
     /// `[store]`: the etcd the fleet's routing table is kept in (`None`: this file holds it).
     pub store: Option<StoreConfig>,
+    /// `[acme]`: certificates for custom domains from an ACME CA (`None`: files only).
+    pub acme: Option<AcmeSettings>,
+}
+
+/// Let's Encrypt's production directory, the default; its staging directory is one setting away.
+pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING_DIRECTORY: &str =
+    "https://acme-staging-v02.api.letsencrypt.org/directory";
+pub const DEFAULT_RENEW_BEFORE_DAYS: u32 = 30;
+pub const DEFAULT_ON_DEMAND_WAIT_MS: u64 = 5_000;
+pub const DEFAULT_ACME_MAX_PER_HOUR: u32 = 100;
+pub const DEFAULT_ACME_MAX_PER_TENANT_PER_DAY: u32 = 20;
+pub const DEFAULT_ACME_RETRY_AFTER_SECONDS: u64 = 60;
+
+/// `[acme]`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    pub directory: String,
+    /// `directory_ca` as written, and where it is.
+    pub directory_ca: Option<(String, PathBuf)>,
+    pub contact: Vec<String>,
+    /// In the order they are tried.
+    pub challenges: Vec<AcmeChallenge>,
+    pub renew_before: Duration,
+    pub on_demand: bool,
+    pub on_demand_wait: Duration,
+    pub max_per_hour: u32,
+    pub max_per_tenant_per_day: u32,
+    pub state_dir: PathBuf,
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AcmeChallenge {
+    Http01,
+    TlsAlpn01,
+}
+
+impl AcmeChallenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AcmeChallenge::Http01 => "http-01",
+            AcmeChallenge::TlsAlpn01 => "tls-alpn-01",
+        }
+    }
 }
 
 /// Where the fleet's routing table is kept, and who this instance is in the fleet.
@@ -690,6 +735,8 @@ pub struct TenantConfig {
     pub route_rules: Vec<RouteRule>,
     pub plan: Option<String>,
     pub limits: TenantLimits,
+    /// Its custom domains get ACME certificates (with `[acme]`); `false` in the file turns it off.
+    pub acme: bool,
 }
 
 /// `percent` (1 to 99) of a tenant's requests go to `pool`, the rest to the tenant's own pool.

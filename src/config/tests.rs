@@ -193,7 +193,7 @@ fn unknown_sections_and_tenants_without_pools_are_refused() {
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics, store"#,
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics, store, acme"#,
             r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
         ]
     );
@@ -714,4 +714,73 @@ route_limits = [{ path_prefix = "/a/../b", rate_limit = { requests_per_second = 
             e.join("\n")
         );
     }
+}
+
+#[test]
+fn acme_defaults_to_lets_encrypt_and_both_challenges_with_https() {
+    // No [[certificates]] needed: they come from the CA.
+    let https = VALID.replace(
+        "threads = 2",
+        "threads = 2\nhttps_listen = \"0.0.0.0:8443\"",
+    );
+    let text = format!(
+        "{https}\n[acme]\ncontact = \"mailto:ops@yourapp.test\"\n\n[tenants.initech]\npool = \"shared\"\ndomains = [\"www.initech.test\"]\nacme = false\n"
+    );
+    let c = ok(&text);
+    let acme = c.gateway.acme.as_ref().expect("[acme]");
+    assert_eq!(acme.directory, super::model::LETS_ENCRYPT_DIRECTORY);
+    assert_eq!(acme.contact, ["mailto:ops@yourapp.test"]);
+    assert_eq!(
+        acme.challenges,
+        [
+            super::model::AcmeChallenge::Http01,
+            super::model::AcmeChallenge::TlsAlpn01
+        ]
+    );
+    assert_eq!(acme.renew_before, Duration::from_secs(30 * 86_400));
+    assert!(!acme.on_demand);
+    assert_eq!(acme.state_dir, Path::new("acme"));
+    assert!(c.routing.tenant("acme").expect("acme").acme);
+    assert!(!c.routing.tenant("initech").expect("initech").acme);
+    assert!(ok(VALID).gateway.acme.is_none());
+}
+
+#[test]
+fn every_acme_mistake_is_reported_at_once_with_its_key() {
+    let text = format!(
+        r#"{VALID}
+[acme]
+directory = "http://acme.example/directory"
+directory_ca = "missing-ca.pem"
+contact = ["ops@yourapp.test"]
+challenges = ["http-01", "dns-01", "tls-alpn-01", "http-01"]
+renew_before_days = 0
+on_demand_wait_ms = 60000
+max_per_hour = 0
+retry_after_seconds = 0
+colour = "blue"
+"#
+    );
+    let errors = errors(&text);
+    let expected = [
+        "acme: ACME certificates are served on the HTTPS listener: set [gateway] https_listen",
+        "acme.colour: unknown key",
+        "acme.directory: \"http://acme.example/directory\": an ACME directory is an https:// URL",
+        "acme.directory_ca: cannot read missing-ca.pem",
+        "acme.contact[0]: \"ops@yourapp.test\": a contact is \"mailto:ops@example.com\"",
+        "acme.challenges[1]: \"dns-01\": the challenges are \"http-01\" and \"tls-alpn-01\"",
+        "acme.challenges[3]: \"http-01\" is listed twice",
+        "acme.renew_before_days: 0: use 1 to 365",
+        "acme.on_demand_wait_ms: 60000 ms: a handshake waits at most 30000 ms",
+        "acme.max_per_hour: 0 would never order a certificate",
+        "acme.retry_after_seconds: 0 would hammer the CA",
+    ];
+    for want in expected {
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "missing {want:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+    assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
 }

@@ -23,6 +23,8 @@ pub enum Actor {
     Api { peer: String, name: Option<String> },
     /// A step of a stepped promotion, or its automatic rollback.
     Promotion,
+    /// The ACME client: a certificate issued, renewed, or an order that failed.
+    Acme,
     /// A revision of the fleet's store, applied from the watch (its change was audited by the
     /// instance that made it).
     Store { revision: i64 },
@@ -39,6 +41,7 @@ impl fmt::Display for Actor {
                 name: Some(n),
             } => write!(f, "admin-api {peer} ({n})"),
             Actor::Promotion => f.write_str("promotion"),
+            Actor::Acme => f.write_str("acme"),
             Actor::Store { revision } => write!(f, "store revision {revision}"),
         }
     }

@@ -778,6 +778,30 @@ impl ControlPlane {
         );
     }
 
+    /// Records what the ACME client did for a tenant's name: `failure` set for an order that
+    /// failed (the old certificate, if any, still serves).
+    pub fn record_certificate(
+        &self,
+        action: &str,
+        tenant: &str,
+        new: Value,
+        failure: Option<String>,
+    ) {
+        self.source.record(
+            self,
+            vec![AuditEntry {
+                actor: Actor::Acme,
+                action: action.to_owned(),
+                tenant: Some(tenant.to_owned()),
+                old: Value::Null,
+                new,
+                generation: self.table.load().generation(),
+                applied: failure.is_none(),
+                reason: failure,
+            }],
+        );
+    }
+
     pub(crate) fn promotion(&self, tenant: &str) -> Option<Arc<PromotionRun>> {
         self.promotions
             .lock()

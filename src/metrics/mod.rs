@@ -8,7 +8,7 @@ pub mod names;
 pub mod tenant;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use crate::config::model::{CertificateConfig, FleetMode, MetricsConfig, OnRedisError};
 use prometheus::{
@@ -114,6 +114,9 @@ pub struct Metrics {
     generation: IntGauge,
     tenants: IntGaugeVec,
     certificate_expiry: IntGaugeVec,
+    /// The expiry series of file certificates and of ACME ones, set apart and shown together.
+    expiries: Mutex<CertificateExpiries>,
+    acme_orders: IntCounterVec,
     reloads: IntCounterVec,
     reload_duration: Histogram,
     /// Per mode; a series appears with the first call, so a gateway without Redis shows none.
@@ -123,6 +126,20 @@ pub struct Metrics {
     fallbacks: [IntCounter; 2],
     /// Registered with the first call, so a gateway without a store shows none.
     store: std::sync::OnceLock<StoreGauges>,
+}
+
+#[derive(Default)]
+struct CertificateExpiries {
+    /// `cert` label, `name` label, notAfter.
+    files: Vec<(String, String, i64)>,
+    acme: Vec<(String, i64)>,
+}
+
+/// An ACME certificate as the expiry gauge shows it.
+pub struct AcmeExpiry<'a> {
+    pub name: &'a str,
+    pub tenant: &'a str,
+    pub not_after: i64,
 }
 
 struct StoreGauges {
@@ -264,6 +281,11 @@ impl Metrics {
             "When each served certificate expires (notAfter, Unix seconds); alert on it minus time()",
             &[LABEL_CERT, LABEL_NAME],
         );
+        let acme_orders = counter_vec(
+            ACME_ORDERS_TOTAL,
+            "ACME orders finished by this instance, by outcome: issued, failed, over_budget (refused by [acme] max_per_hour or max_per_tenant_per_day)",
+            &[LABEL_OUTCOME],
+        );
         let build = gauge_vec(
             BUILD_INFO,
             "Always 1; labelled with the version",
@@ -320,6 +342,8 @@ impl Metrics {
             generation,
             tenants,
             certificate_expiry,
+            expiries: Mutex::new(CertificateExpiries::default()),
+            acme_orders,
             reloads,
             reload_duration,
             redis_up_vec,
@@ -542,13 +566,58 @@ impl Metrics {
 
     /// The expiry of every certificate in use; those no longer served disappear.
     pub fn observe_certificates(&self, certificates: &[CertificateConfig]) {
-        self.certificate_expiry.reset();
-        for c in certificates {
-            let name = c.loaded.names.first().map_or("", String::as_str);
-            self.certificate_expiry
-                .with_label_values(&[c.cert_label.as_str(), name])
-                .set(c.loaded.not_after);
+        let files = certificates
+            .iter()
+            .map(|c| {
+                let name = c.loaded.names.first().cloned().unwrap_or_default();
+                (c.cert_label.clone(), name, c.loaded.not_after)
+            })
+            .collect();
+        let mut expiries = self.expiries.lock().unwrap_or_else(PoisonError::into_inner);
+        expiries.files = files;
+        self.show_expiries(&expiries);
+    }
+
+    /// The expiry of every ACME certificate served, under the cardinality guard's rule: a name of
+    /// a tenant with its own series has its own (`cert="acme"`); the others share
+    /// `name="_other"`, which shows the soonest expiry among them.
+    pub fn observe_acme_certificates<'a>(&self, issued: impl IntoIterator<Item = AcmeExpiry<'a>>) {
+        let labelled = self.labelled.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut acme: Vec<(String, i64)> = Vec::new();
+        let mut other: Option<i64> = None;
+        for c in issued {
+            if labelled.contains_key(c.tenant) {
+                acme.push((c.name.to_owned(), c.not_after));
+            } else {
+                other = Some(other.map_or(c.not_after, |o| o.min(c.not_after)));
+            }
         }
+        drop(labelled);
+        if let Some(soonest) = other {
+            acme.push((names::OTHER_TENANTS.to_owned(), soonest));
+        }
+        let mut expiries = self.expiries.lock().unwrap_or_else(PoisonError::into_inner);
+        expiries.acme = acme;
+        self.show_expiries(&expiries);
+    }
+
+    fn show_expiries(&self, expiries: &CertificateExpiries) {
+        self.certificate_expiry.reset();
+        for (cert, name, not_after) in &expiries.files {
+            self.certificate_expiry
+                .with_label_values(&[cert.as_str(), name.as_str()])
+                .set(*not_after);
+        }
+        for (name, not_after) in &expiries.acme {
+            self.certificate_expiry
+                .with_label_values(&[names::ACME_CERT, name.as_str()])
+                .set(*not_after);
+        }
+    }
+
+    /// One ACME order finished (`issued`, `failed`, `over_budget`).
+    pub fn observe_acme_order(&self, outcome: &str) {
+        self.acme_orders.with_label_values(&[outcome]).inc();
     }
 
     /// `observe_table` for a table made from `old` by a delta that touched `tenants`: the tenant

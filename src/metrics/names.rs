@@ -29,6 +29,8 @@ pub const RELOAD_DURATION_SECONDS: &str = "tenantgate_reload_duration_seconds";
 pub const BUILD_INFO: &str = "tenantgate_build_info";
 pub const CERTIFICATE_EXPIRY_TIMESTAMP_SECONDS: &str =
     "tenantgate_certificate_expiry_timestamp_seconds";
+/// ACME orders this instance finished, by outcome (`issued`, `failed`, `over_budget`).
+pub const ACME_ORDERS_TOTAL: &str = "tenantgate_acme_orders_total";
 pub const LIMITER_REDIS_UP: &str = "tenantgate_limiter_redis_up";
 pub const LIMITER_REDIS_ERRORS_TOTAL: &str = "tenantgate_limiter_redis_errors_total";
 pub const LIMITER_FALLBACKS_TOTAL: &str = "tenantgate_limiter_fallbacks_total";
@@ -89,6 +91,9 @@ pub const LABEL_POLICY: &str = "policy";
 pub const LABEL_CERT: &str = "cert";
 /// The first DNS name a certificate serves.
 pub const LABEL_NAME: &str = "name";
+pub const LABEL_OUTCOME: &str = "outcome";
+/// The `cert` value of certificates issued by ACME (their `name` is the domain).
+pub const ACME_CERT: &str = "acme";
 
 /// The `tenant` value of the sum of every tenant without its own series.
 pub const OTHER_TENANTS: &str = "_other";

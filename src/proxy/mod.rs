@@ -33,6 +33,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
+use crate::acme::Acme;
 use crate::admission::{admit, Admission, Connection, Refusal, Request};
 use crate::gateway_error::GatewayError;
 use crate::host::{normalize_host, HostBuf, MAX_HOST_LEN};
@@ -57,6 +58,8 @@ pub struct Gateway {
     metrics: &'static Metrics,
     /// Where fleet-wide rate limits are counted (`None`: each instance limits alone).
     fleet: Option<Arc<Fleet>>,
+    /// With `[acme]`: its pending HTTP-01 challenges are answered before tenant routing.
+    acme: Option<Arc<Acme>>,
 }
 
 impl Gateway {
@@ -64,12 +67,14 @@ impl Gateway {
         table: Arc<TableHandle>,
         draining: Arc<AtomicBool>,
         fleet: Option<Arc<Fleet>>,
+        acme: Option<Arc<Acme>>,
     ) -> Self {
         Gateway {
             table,
             draining,
             metrics: Metrics::get(),
             fleet,
+            acme,
         }
     }
 }
@@ -175,6 +180,14 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         ctx.request_id = headers::request_id(&req.headers);
+        if let Some(answer) = self
+            .acme
+            .as_ref()
+            .and_then(|acme| acme.challenges().http_answer(req.uri.path()))
+        {
+            respond_with_challenge(session, answer, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let mut buf: HostBuf = [0; MAX_HOST_LEN];
         let request = Request {
             host: request_host(&req.headers, &req.uri)
@@ -496,6 +509,25 @@ async fn respond_with_redirect(
     resp.insert_header(CONTENT_LENGTH, 0)?;
     resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
     session.write_response_header(Box::new(resp), true).await
+}
+
+/// An ACME HTTP-01 validation: the key authorization, as RFC 8555 §8.3 says.
+async fn respond_with_challenge(
+    session: &mut Session,
+    key_authorization: Arc<str>,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let body = Bytes::copy_from_slice(key_authorization.as_bytes());
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(4))?;
+    resp.insert_header(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    )?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
+    resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
 }
 
 async fn respond_with_error(

@@ -19,7 +19,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-pub use table::{Canary, CanaryStats, Refused, Route, RoutingTable, Tenant};
+pub use readers::IssuedLookup;
+pub use table::{Canary, CanaryStats, Refused, Route, RoutingTable, Target, Tenant};
 
 /// The current routing table, shared by the proxy, the admin API and the health checker.
 #[derive(Debug)]

@@ -4,11 +4,15 @@
 
 use std::sync::Arc;
 
-use super::{RoutingTable, TableHandle, Tenant};
+use rustls::sign::CertifiedKey;
+
+use super::{RoutingTable, TableHandle, Target, Tenant};
+use crate::acme::{NameOwner, WantedName, WantedNames};
 use crate::config::model::MetricsConfig;
 use crate::limits::fleet::EachLimiter;
 use crate::metrics::tenant::EachTenantStats;
 use crate::metrics::{ObservedTable, ObservedTenant};
+use crate::tenant::TenantStatus;
 use crate::tls::SelectCertificate;
 use crate::upstream::health::CurrentPools;
 
@@ -52,14 +56,72 @@ fn observed(t: &Tenant) -> ObservedTenant<'_> {
     }
 }
 
+/// Certificates issued at run time, by name.
+pub type IssuedLookup = Box<dyn Fn(&str) -> Option<Arc<CertifiedKey>> + Send + Sync>;
+
 /// The shape of `EachLimiter` and `EachTenantStats`: a walk over one part of every tenant.
 type EachPart<T> = Box<dyn Fn(&mut dyn FnMut(&T)) + Send + Sync>;
 
 impl TableHandle {
-    /// The TLS listener's certificate choice: the table in use at each handshake.
-    pub fn certificate_selector(self: &Arc<Self>) -> SelectCertificate {
+    /// The TLS listener's certificate choice: the table in use at each handshake, with
+    /// `issued` (ACME's) asked after the files and before the default.
+    pub fn certificate_selector(
+        self: &Arc<Self>,
+        issued: Option<IssuedLookup>,
+    ) -> SelectCertificate {
         let handle = Arc::clone(self);
-        Box::new(move |name| handle.load().certificates().select(name))
+        match issued {
+            None => Box::new(move |name| handle.load().certificates().select(name)),
+            Some(issued) => Box::new(move |name| {
+                handle
+                    .load()
+                    .certificates()
+                    .select_with(name, |n| issued(n))
+            }),
+        }
+    }
+
+    /// ACME's names: every custom domain of an active tenant that has not opted out and that no
+    /// certificate file covers, in the table in use when it is called.
+    pub fn acme_wanted(self: &Arc<Self>) -> WantedNames {
+        let handle = Arc::clone(self);
+        Box::new(move || {
+            let table = handle.load();
+            let files = table.certificates();
+            let mut wanted = Vec::new();
+            for t in table.tenants() {
+                if t.status != TenantStatus::Active || !t.acme {
+                    continue;
+                }
+                for domain in &t.domains {
+                    if !files.covers(domain) {
+                        wanted.push(WantedName {
+                            name: domain.clone(),
+                            tenant: t.id.to_string(),
+                        });
+                    }
+                }
+            }
+            wanted
+        })
+    }
+
+    /// For on-demand orders: the active tenant a name (a handshake's SNI) routes to, when it may
+    /// have an ACME certificate. A name of no tenant, a reserved or shared host, a suspended
+    /// tenant or one with `acme = false`, or a name a file covers, has none.
+    pub fn acme_owner(self: &Arc<Self>) -> NameOwner {
+        let handle = Arc::clone(self);
+        Box::new(move |name| {
+            let table = handle.load();
+            if table.certificates().covers(name) {
+                return None;
+            }
+            let Ok(Target::Tenant(i)) = table.target(name) else {
+                return None;
+            };
+            let tenant = table.tenant(i)?;
+            (tenant.status == TenantStatus::Active && tenant.acme).then(|| tenant.id.to_string())
+        })
     }
 
     /// The health checker's pools: those of the table in use when it looks.

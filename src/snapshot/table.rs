@@ -36,6 +36,8 @@ pub struct Tenant {
     pub status: TenantStatus,
     pub pool: usize,
     pub domains: Vec<String>,
+    /// Its domains get ACME certificates (when `[acme]` is set).
+    pub acme: bool,
     /// The tenant header's value, built once so requests only clone a shared buffer.
     pub header_value: HeaderValue,
     /// Where `rollback` sends the tenant.
@@ -317,6 +319,7 @@ impl Tenant {
             status: t.status,
             pool: pool_of(&t.pool),
             domains: t.domains.clone(),
+            acme: t.acme,
             // A slug is always a valid header value.
             header_value: HeaderValue::from_str(t.id.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),

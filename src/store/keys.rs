@@ -12,6 +12,17 @@ pub const PROMOTION_LOCKS: &str = "locks/promotions/";
 /// Each instance's counts of a tenant's canary traffic, bound to its lease.
 pub const CANARY: &str = "canary/";
 
+/// ACME: the account (`acme/account`), certificates by name (`acme/certs/<name>`), pending
+/// challenges (`acme/http-01/<token>`, `acme/tls-alpn-01/<name>`), so that any instance serves
+/// and answers them.
+pub const ACME: &str = "acme/";
+pub const ACME_ACCOUNT: &str = "acme/account";
+pub const ACME_CERTS: &str = "acme/certs/";
+pub const ACME_HTTP01: &str = "acme/http-01/";
+pub const ACME_TLS_ALPN01: &str = "acme/tls-alpn-01/";
+/// The lock of the instance ordering a name, bound to its lease.
+pub const ACME_LOCKS: &str = "locks/acme/";
+
 pub fn promotion(tenant: &str) -> String {
     format!("{PROMOTIONS}{tenant}")
 }

@@ -339,6 +339,11 @@ impl Store {
     /// Watches the whole prefix from `from` (inclusive). A start before what the store still has
     /// gives `StoreError::Compacted`, from the first message on.
     pub async fn watch(&self, from: i64) -> Result<Watch, StoreError> {
+        self.watch_below("", from).await
+    }
+
+    /// As `watch`, for the keys below `below` (relative) only.
+    pub async fn watch_below(&self, below: &str, from: i64) -> Result<Watch, StoreError> {
         let options = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from)
@@ -348,7 +353,7 @@ impl Store {
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE);
         let stream = self
-            .bounded(client.watch(self.key(""), Some(options)))
+            .bounded(client.watch(self.key(below), Some(options)))
             .await?;
         Ok(Watch {
             store: self.clone(),

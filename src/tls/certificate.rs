@@ -25,6 +25,8 @@ pub struct ServingCertificate {
     pub fingerprint: String,
     /// Of both files' bytes: a reload compares it with the files on disk to see that they changed.
     pub files_digest: u64,
+    /// The issuer's common name (or its whole name, without one).
+    pub issuer: String,
 }
 
 impl ServingCertificate {
@@ -96,8 +98,18 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<ServingCertificate, Certific
     };
     let cert_pem = read(PemFile::Cert, cert)?;
     let key_pem = read(PemFile::Key, key)?;
-    let files_digest = pair_digest(&cert_pem, &key_pem);
-    let chain = parse_chain(&cert_pem, cert)?;
+    parse_pair(&cert_pem, &key_pem, cert, key)
+}
+
+/// `load_pair` for PEM already read: `cert` and `key` say where it came from, for errors.
+pub fn parse_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    cert: &Path,
+    key: &Path,
+) -> Result<ServingCertificate, CertificateError> {
+    let files_digest = pair_digest(cert_pem, key_pem);
+    let chain = parse_chain(cert_pem, cert)?;
     let leaf = chain
         .first()
         .ok_or_else(|| CertificateError::NoCertificate {
@@ -105,7 +117,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<ServingCertificate, Certific
         })?;
     let facts = leaf_facts(leaf, cert)?;
 
-    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+    let private = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
         rustls_pki_types::pem::Error::NoItemsFound => CertificateError::NoKey {
             path: key.to_path_buf(),
         },
@@ -139,6 +151,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<ServingCertificate, Certific
         not_after: facts.not_after,
         fingerprint: facts.fingerprint,
         files_digest,
+        issuer: facts.issuer,
     })
 }
 
@@ -165,6 +178,11 @@ pub fn load_ca_bundle(path: &Path) -> Result<(Vec<Vec<u8>>, u64), CertificateErr
         chain.into_iter().map(|c| c.to_vec()).collect(),
         file_digest(&pem),
     ))
+}
+
+/// Whether `pem` holds at least one certificate that parses as PEM.
+pub fn contains_certificate(pem: &[u8]) -> bool {
+    CertificateDer::pem_slice_iter(pem).any(|c| c.is_ok())
 }
 
 /// The digest `ServingCertificate::files_digest` holds, for the bytes on disk now.
@@ -196,6 +214,7 @@ struct LeafFacts {
     not_before: i64,
     not_after: i64,
     fingerprint: String,
+    issuer: String,
 }
 
 fn leaf_facts(leaf: &CertificateDer<'_>, path: &Path) -> Result<LeafFacts, CertificateError> {
@@ -226,7 +245,14 @@ fn leaf_facts(leaf: &CertificateDer<'_>, path: &Path) -> Result<LeafFacts, Certi
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, leaf);
     let fingerprint = digest.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    let issuer = parsed
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map_or_else(|| parsed.issuer().to_string(), str::to_owned);
     Ok(LeafFacts {
+        issuer,
         names,
         not_before: parsed.validity().not_before.timestamp(),
         not_after: parsed.validity().not_after.timestamp(),

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{Datelike, Duration, Utc};
 use rcgen::{
-    BasicConstraints, Certificate, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
 };
 
 /// Leaves live at most this long, the limit browsers accept for publicly trusted certificates.
@@ -15,6 +15,8 @@ const LEAF_DAYS: i64 = 397;
 const CA_DAYS: i64 = 3650;
 
 pub const CA_CERT_FILE: &str = "dev-ca.pem";
+/// The name of the CA `tenantgate certs dev` makes: how `certs list` tells dev certificates.
+pub const DEV_CA_NAME: &str = "tenantgate development CA";
 pub const CA_KEY_FILE: &str = "dev-ca.key";
 
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +33,8 @@ pub enum DevCertError {
 
 /// A CA that signs development certificates.
 pub struct DevCa {
-    cert: Certificate,
-    key: KeyPair,
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
 }
 
 /// A certificate (PEM, leaf then CA) and its private key (PKCS#8 PEM).
@@ -44,18 +46,13 @@ pub struct IssuedPair {
 impl DevCa {
     /// A new CA named `name`.
     pub fn new(name: &str) -> Result<DevCa, DevCertError> {
-        let mut params = CertificateParams::new(Vec::<String>::new())?;
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        set_validity(&mut params, CA_DAYS);
+        let params = ca_params(name)?;
         let key = KeyPair::generate()?;
-        let cert = params.self_signed(&key)?;
-        Ok(DevCa { cert, key })
+        let cert_pem = params.self_signed(&key)?.pem();
+        Ok(DevCa {
+            cert_pem,
+            issuer: Issuer::new(params, key),
+        })
     }
 
     /// The CA kept in `dir` (`dev-ca.pem`, `dev-ca.key`), made there first if it is not.
@@ -64,20 +61,46 @@ impl DevCa {
         if cert_path.exists() && key_path.exists() {
             let cert_pem = read(&cert_path)?;
             let key = KeyPair::from_pem(&read(&key_path)?)?;
-            // Signing the same name with the same key again gives a CA certificate that verifies
-            // what the one on disk signed.
-            let cert = CertificateParams::from_ca_cert_pem(&cert_pem)?.self_signed(&key)?;
-            return Ok((DevCa { cert, key }, false));
+            // What signs is the CA's name and key: the same name and key as the certificate on
+            // disk make leaves that it verifies.
+            let name = ca_name(&cert_pem).ok_or_else(|| DevCertError::Io {
+                path: cert_path.clone(),
+                source: std::io::Error::other("not a CA certificate with a common name"),
+            })?;
+            let issuer = Issuer::new(ca_params(&name)?, key);
+            return Ok((DevCa { cert_pem, issuer }, false));
         }
-        let ca = DevCa::new("tenantgate development CA")?;
-        write(&cert_path, &ca.cert.pem(), false)?;
-        write(&key_path, &ca.key.serialize_pem(), true)?;
+        let ca = DevCa::new(DEV_CA_NAME)?;
+        write(&cert_path, &ca.cert_pem, false)?;
+        write(&key_path, &ca.issuer.key().serialize_pem(), true)?;
         Ok((ca, true))
     }
 
     pub fn cert_pem(&self) -> String {
-        self.cert.pem()
+        self.cert_pem.clone()
     }
+}
+
+fn ca_params(name: &str) -> Result<CertificateParams, DevCertError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, CA_DAYS);
+    Ok(params)
+}
+
+/// The common name of the first certificate in `pem`.
+fn ca_name(pem: &str) -> Option<String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let name = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(name.to_owned())
 }
 
 /// A server certificate for `names` (DNS names, wildcards allowed), signed by `ca`.
@@ -92,9 +115,9 @@ pub fn issue_leaf(ca: &DevCa, names: &[&str]) -> Result<IssuedPair, DevCertError
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     set_validity(&mut params, LEAF_DAYS);
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &ca.cert, &ca.key)?;
+    let cert = params.signed_by(&key, &ca.issuer)?;
     Ok(IssuedPair {
-        cert_pem: format!("{}{}", cert.pem(), ca.cert.pem()),
+        cert_pem: format!("{}{}", cert.pem(), ca.cert_pem),
         key_pem: key.serialize_pem(),
     })
 }

@@ -8,6 +8,7 @@
 
 pub mod certificate;
 pub mod dev;
+pub mod hello;
 pub mod store;
 
 use std::any::Any;

@@ -48,13 +48,35 @@ impl CertificateStore {
     /// The certificate for `server_name` (lowercase, as rustls hands it over): an exact name first,
     /// then a wildcard one label up, then the default. `None` fails the handshake.
     pub fn select(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let found = server_name.and_then(|name| {
-            self.exact.get(name).or_else(|| {
-                let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
-            })
-        });
-        found.or(self.default.as_ref()).cloned()
+        self.select_with(server_name, |_| None)
+    }
+
+    /// As `select`, with `between` asked after the operators' files and before the default: where
+    /// certificates issued at run time (ACME) come in, so a file always wins over them.
+    pub fn select_with(
+        &self,
+        server_name: Option<&str>,
+        between: impl FnOnce(&str) -> Option<Arc<CertifiedKey>>,
+    ) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = server_name else {
+            return self.default.clone();
+        };
+        if let Some(named) = self.named(name) {
+            return Some(Arc::clone(named));
+        }
+        between(name).or_else(|| self.default.clone())
+    }
+
+    /// Whether a file certificate serves `name` itself (exactly or by wildcard), not as default.
+    pub fn covers(&self, name: &str) -> bool {
+        self.named(name).is_some()
+    }
+
+    fn named(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        self.exact.get(name).or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent)
+        })
     }
 }
 

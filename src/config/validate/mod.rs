@@ -26,6 +26,7 @@ use crate::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
 
+mod acme;
 mod delta;
 mod identity;
 mod limits;
@@ -74,6 +75,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     let admin = v.admin(&file.admin, &gateway, path);
     let folder = path.parent().unwrap_or_else(|| Path::new(""));
     gateway.store = v.store(file.store.as_ref(), admin.listen, folder);
+    gateway.acme = v.acme(file.acme.as_ref(), &gateway, folder);
     let base_domains = v.base_domains(&file.gateway.base_domains);
     let tenant_header_spelling = file
         .gateway
@@ -285,6 +287,7 @@ impl Validator {
             }),
             fleet: None,
             store: None,
+            acme: None,
         }
     }
 
@@ -691,6 +694,7 @@ impl Validator {
             route_rules,
             plan: t.plan.clone(),
             limits,
+            acme: t.acme.unwrap_or(true),
         })
     }
 
@@ -854,10 +858,12 @@ impl Validator {
                 "certificates are configured but nothing serves them: set [gateway] https_listen",
             ));
         }
-        if gateway.https_listen.is_some() && file.certificates.is_empty() {
+        // With [acme], certificates come from the CA; files are optional.
+        if gateway.https_listen.is_some() && file.certificates.is_empty() && gateway.acme.is_none()
+        {
             self.errors.push(ConfigError::at_value(
                 at.key("https_listen"),
-                "an HTTPS listener needs certificates: add a [[certificates]] entry",
+                "an HTTPS listener needs certificates: add a [[certificates]] entry, or [acme] to get them from a CA",
             ));
         }
         let wants_redirect = g.https_redirect == Some(true)
