@@ -14,7 +14,7 @@ use serde_json::Value;
 use support::fleet::{Fleet, Instance, INSTANCE};
 use support::pebble::{Pebble, PebbleSetup};
 use support::pki::{served_certificate, CertFiles, Pki};
-use support::{send, tenantgate, Gateway, Upstream, WAIT};
+use support::{send, tenantgate, Gateway, Reply, Upstream, WAIT};
 
 /// How long an order may take on a busy machine (pebble validates at once, 3 times).
 const ISSUE_WAIT: Duration = Duration::from_secs(60);
@@ -220,6 +220,30 @@ async fn wait_issued(gw: &Gateway, name: &str) -> Value {
         e["renewal"] == "valid" && e["sha256"].is_string()
     })
     .await
+}
+
+/// Asks `gw` for an HTTP-01 `token` of shop.acme.test until `check` accepts the reply.
+async fn wait_challenge(
+    gw: &Gateway,
+    token: &str,
+    what: &str,
+    check: impl Fn(&Reply) -> bool,
+) -> Reply {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let path = format!("/.well-known/acme-challenge/{token}");
+        let reply = send(gw.get("shop.acme.test", &path)).await;
+        if check(&reply) {
+            return reply;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{token} not {what}: {} {}",
+            reply.status,
+            reply.body
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn audit_actions(gw: &Gateway) -> Vec<String> {
@@ -503,44 +527,15 @@ async fn in_a_fleet_two_gateways_order_one_certificate_and_both_serve_it() {
     let key = format!("{prefix}/acme/http-01/tok-from-store");
     fleet.etcd.put(&key, "tok-from-store.thumbprint").await;
     for gw in [a, b] {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let reply = send(gw.get(
-                "shop.acme.test",
-                "/.well-known/acme-challenge/tok-from-store",
-            ))
-            .await;
-            if reply.status == 200 {
-                assert_eq!(reply.body, "tok-from-store.thumbprint");
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{}: {}",
-                reply.status,
-                reply.body
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let reply = wait_challenge(gw, "tok-from-store", "answered", |r| r.status == 200).await;
+        assert_eq!(reply.body, "tok-from-store.thumbprint");
     }
     let mut client = fleet.etcd.connect().await;
     client.delete(key.as_str(), None).await.expect("delete");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let reply = send(a.get(
-            "shop.acme.test",
-            "/.well-known/acme-challenge/tok-from-store",
-        ))
+    for gw in [a, b] {
+        wait_challenge(gw, "tok-from-store", "left to the tenant", |r| {
+            r.upstream_saw("x-tenant-id") == ["acme"]
+        })
         .await;
-        if reply.upstream_saw("x-tenant-id") == ["acme"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: {}",
-            reply.status,
-            reply.body
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
