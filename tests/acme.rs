@@ -527,8 +527,13 @@ async fn in_a_fleet_two_gateways_order_one_certificate_and_both_serve_it() {
     let key = format!("{prefix}/acme/http-01/tok-from-store");
     fleet.etcd.put(&key, "tok-from-store.thumbprint").await;
     for gw in [a, b] {
-        let reply = wait_challenge(gw, "tok-from-store", "answered", |r| r.status == 200).await;
-        assert_eq!(reply.body, "tok-from-store.thumbprint");
+        // The tenant's upstream answers 200 too until the watch delivers the token, so wait for
+        // the key authorization itself.
+        let reply = wait_challenge(gw, "tok-from-store", "answered", |r| {
+            r.body == "tok-from-store.thumbprint"
+        })
+        .await;
+        assert_eq!(reply.status, 200);
     }
     let mut client = fleet.etcd.connect().await;
     client.delete(key.as_str(), None).await.expect("delete");
