@@ -20,7 +20,7 @@ use pingora::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::acme::{Acme, AcmeService, CertificateEvent};
-use crate::admin::AdminApi;
+use crate::admin::{AdminApi, ScrapeEndpoint};
 use crate::config::GatewayConfig;
 use crate::control::audit::AuditOpenError;
 use crate::control::store::{StoreSource, StoreWatcher};
@@ -192,6 +192,9 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
             ensure_free("gateway.https_listen", https)?;
         }
         ensure_free("admin.listen", config.admin.listen)?;
+        if let Some(metrics) = config.admin.metrics_listen {
+            ensure_free("metrics.listen", metrics)?;
+        }
     }
 
     let conf = ServerConf {
@@ -220,10 +223,11 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
     Metrics::get().observe_table(&table);
     Metrics::get().observe_certificates(&config.routing.tls.certificates);
     let table = Arc::new(TableHandle::new(table));
-    let (http_listen, https_listen, admin_listen, h2c) = (
+    let (http_listen, https_listen, admin_listen, metrics_listen, h2c) = (
         config.gateway.http_listen,
         config.gateway.https_listen,
         config.admin.listen,
+        config.admin.metrics_listen,
         config.gateway.h2c,
     );
     let fleet = config.gateway.fleet.clone().map(Fleet::new);
@@ -284,6 +288,15 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
     admin.threads = Some(1);
     admin.add_tcp(&admin_listen.to_string());
     server.add_service(admin);
+    if let Some(listen) = metrics_listen {
+        let mut scrape = Service::new(
+            "tenantgate metrics".to_owned(),
+            HttpServer::new_app(ScrapeEndpoint::new(Arc::clone(&control))),
+        );
+        scrape.threads = Some(1);
+        scrape.add_tcp(&listen.to_string());
+        server.add_service(scrape);
+    }
 
     let mut health = background_service(
         "tenantgate health checks",

@@ -256,3 +256,94 @@ async fn browsers_and_rebound_host_names_are_refused() {
     // Nothing changed.
     assert_eq!(send(gw.get("globex.yourapp.test", "/")).await.status, 403);
 }
+
+#[tokio::test]
+async fn a_wrong_method_names_the_right_ones_and_a_query_outside_the_document_is_refused() {
+    let one = Upstream::start("one").await;
+    let gw = Gateway::start(CONFIG, &[&one]).await;
+    let ask = |method: reqwest::Method, path: &str| {
+        gw.client
+            .request(method, format!("http://{}{path}", gw.admin))
+            .send()
+    };
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/tenants", "GET, HEAD, POST"),
+        (reqwest::Method::POST, "/status", "GET, HEAD"),
+        (reqwest::Method::GET, "/reload", "POST"),
+        (reqwest::Method::PUT, "/tenants/acme", "GET, HEAD"),
+        (reqwest::Method::GET, "/tenants/acme/suspend", "POST"),
+        (reqwest::Method::PATCH, "/certs/x/renew", "POST"),
+    ] {
+        let r = ask(method.clone(), path).await.expect("request");
+        assert_eq!(r.status(), 405, "{method} {path}");
+        let allowed = r.headers().get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!(allowed, Some(allow), "{method} {path}");
+    }
+    for path in [
+        "/tenants?offset=-1",
+        "/tenants?limit=ten",
+        "/tenants?status=sometimes",
+        "/tenants/acme/export?with_keys=1",
+        "/audit?since=yesterday",
+        "/audit?limit=-5",
+    ] {
+        let r = ask(reqwest::Method::GET, path).await.expect("request");
+        assert_eq!(r.status(), 400, "{path}");
+        let body: serde_json::Value = r.json().await.expect("json");
+        assert_eq!(body["error"], "bad_query", "{path}");
+    }
+    let page = gw
+        .admin_json("/tenants?status=suspended&offset=0&limit=5")
+        .await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["tenants"][0]["id"], "globex");
+    // An unknown action is no endpoint at all.
+    let r = ask(reqwest::Method::POST, "/tenants/acme/explode")
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_metrics_alone() {
+    let one = Upstream::start("one").await;
+    let scrape_at = support::free_addr();
+    let config = CONFIG.replace(
+        "[pools.shared]",
+        "[metrics]\nlisten = \"{scrape}\"\n\n[pools.shared]",
+    );
+    let gw = Gateway::start_with(
+        &config,
+        &[
+            ("one", one.addr.to_string()),
+            ("scrape", scrape_at.to_string()),
+        ],
+    )
+    .await;
+    assert_eq!(send(gw.get("acme.yourapp.test", "/")).await.status, 200);
+    let status = gw.admin_json("/status").await;
+    assert_eq!(status["listen"]["metrics"], scrape_at.to_string());
+    let url = |path: &str| format!("http://{scrape_at}{path}");
+    // Containers reach it by any name: the admin API's Host rule is not this listener's.
+    let text = gw
+        .client
+        .get(url("/metrics"))
+        .header("Host", "gateway-7:9464")
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text");
+    assert!(text.contains(names::REQUESTS_TOTAL), "{text}");
+    for path in ["/status", "/config", "/tenants", "/healthz"] {
+        let r = gw.client.get(url(path)).send().await.expect("request");
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = gw.client.post(url("/metrics")).send().await.expect("post");
+    assert_eq!(r.status(), 405);
+    assert_eq!(
+        r.headers().get("allow").and_then(|v| v.to_str().ok()),
+        Some("GET, HEAD")
+    );
+}

@@ -32,6 +32,7 @@ use rustls::sign::CertifiedKey;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch, Notify, OnceCell};
 
+use crate::config::diff::rfc3339;
 use crate::config::model::{AcmeSettings, StoreConfig};
 use crate::metrics::{AcmeExpiry, Metrics};
 use crate::store::{keys, Store, Watched};
@@ -951,10 +952,4 @@ fn kept_credentials(text: &str, directory: &str) -> Option<AccountCredentials> {
 
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-fn rfc3339(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
 }

@@ -450,6 +450,12 @@ fn check(path: &Path) -> ExitCode {
                 path.display(),
                 if n == 1 { "" } else { "s" }
             );
+            if errors.errors.iter().any(is_missing_certificate) {
+                eprintln!(
+                    "hint: to try the file out, `tenantgate certs dev --config {}` makes the missing certificates, signed by a development CA (`tenantgate demo` makes them itself)",
+                    path.display()
+                );
+            }
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -457,6 +463,11 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A `[[certificates]]` file that is not there: on a fresh clone, the development ones.
+fn is_missing_certificate(error: &config::ConfigError) -> bool {
+    error.key.to_string().starts_with("certificates[") && error.message.starts_with("cannot read")
 }
 
 /// Makes the development certificates the config at `path` names and lacks (all with `force`),

@@ -411,6 +411,14 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         new.admin.audit_log.display().to_string(),
         true,
     );
+    let scrape =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "none".to_owned(), |a| a.to_string());
+    setting(
+        "metrics.listen",
+        scrape(old.admin.metrics_listen),
+        scrape(new.admin.metrics_listen),
+        true,
+    );
     let fleet = |f: &Option<super::model::FleetConfig>| {
         f.as_ref().map_or_else(
             || "none (limits are each instance's own)".to_owned(),

@@ -465,6 +465,9 @@ pub struct PlanFile {
 /// `[metrics]`.
 #[derive(Debug, Default, Deserialize)]
 pub struct MetricsFile {
+    /// Serve `/metrics` (and nothing else) on this address too, for scrapers that cannot reach
+    /// the admin listener. Each instance's own, like `[limits.redis]`.
+    pub listen: Option<String>,
     /// At most this many tenants get their own label values; the rest are summed as `_other`.
     /// Default 100.
     pub tenant_series_limit: Option<usize>,

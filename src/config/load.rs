@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use toml::Spanned;
 
 use super::error::{ConfigError, ConfigErrors, KeyPath, KeySegment, LoadError, Location, Pointer};
-use super::file::{Entry, FileConfig, GatewayFile, LimitsFile};
+use super::file::{Entry, FileConfig, GatewayFile, LimitsFile, MetricsFile};
 use super::model::GatewayConfig;
 use super::shared::{Entity, Setting, SHARED_GATEWAY_KEYS, SHARED_SECTIONS};
 use super::validate::validate;
@@ -59,6 +59,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> 
         Ok(config) if errors.is_empty() => Ok(config),
         Ok(_) => Err(errors),
         Err(more) => {
+            let more = unreported(&errors, more);
             errors.extend(more);
             Err(errors)
         }
@@ -72,6 +73,24 @@ pub fn load_str(path: &Path, text: &str) -> Result<GatewayConfig, ConfigErrors> 
             errors,
         }
     })
+}
+
+/// The validation's errors but for those about a key the decoding already reported: a value left
+/// out for its type is not also wrong, nor "missing `pool`" at its entry.
+fn unreported(found: &[ConfigError], checked: Vec<ConfigError>) -> Vec<ConfigError> {
+    checked
+        .into_iter()
+        .filter(|c| {
+            let missing = c
+                .message
+                .strip_prefix("missing `")
+                .and_then(|m| m.split_once('`'))
+                .map(|(key, _)| c.key.key(key));
+            !found
+                .iter()
+                .any(|f| f.key == c.key || Some(&f.key) == missing.as_ref())
+        })
+        .collect()
 }
 
 /// Decodes and validates this instance's file (`path`, read as `text`) together with the fleet's
@@ -118,6 +137,7 @@ pub(crate) fn place_errors<'t>(
     found: Vec<ConfigError>,
     checked: Vec<ConfigError>,
 ) -> ConfigErrors {
+    let checked = unreported(&found, checked);
     let (mut errors, mut shared): (Vec<ConfigError>, Vec<ConfigError>) =
         found.into_iter().partition(|e| e.origin.is_none());
     for mut error in checked {
@@ -233,7 +253,12 @@ fn combine<'a>(
             Setting::Limits => {
                 take_shared_limits(&mut routing.limits, std::mem::take(&mut k.limits));
             }
-            Setting::Metrics => routing.metrics = std::mem::take(&mut k.metrics),
+            Setting::Metrics => {
+                routing.metrics = MetricsFile {
+                    listen: None,
+                    ..std::mem::take(&mut k.metrics)
+                }
+            }
         }
     }
     routing
@@ -339,11 +364,11 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
     match entity {
         Entity::Tenant(id) => file.tenants.push(Entry {
             name: id.clone(),
-            value: decode(value, &at, errors),
+            value: decode_by_key(value, &at, errors, "must be a table"),
         }),
         Entity::Pool(name) => file.pools.push(Entry {
             name: name.clone(),
-            value: decode(value, &at, errors),
+            value: decode_by_key(value, &at, errors, "must be a table"),
         }),
         Entity::Host(host) => {
             // Written canonical (`split` does), so that no two keys are one host.
@@ -378,7 +403,16 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
             }
             file.limits = limits;
         }
-        Entity::Setting(Setting::Metrics) => file.metrics = decode_section(value, &at, errors),
+        Entity::Setting(Setting::Metrics) => {
+            let metrics: MetricsFile = decode_section(value, &at, errors);
+            if metrics.listen.is_some() {
+                errors.push(ConfigError::at_key(
+                    at.key("listen"),
+                    "metrics.listen is where this instance serves /metrics: it belongs in the instance's file, not the store",
+                ));
+            }
+            file.metrics = metrics;
+        }
         Entity::Setting(Setting::RouteRules) => {}
     }
 }
@@ -405,7 +439,10 @@ pub fn merge_shared(instance: &mut FileConfig, shared: FileConfig) {
     instance.jwt = jwt;
     instance.route_rules = route_rules;
     instance.plans = plans;
-    instance.metrics = metrics;
+    instance.metrics = MetricsFile {
+        listen: instance.metrics.listen.take(),
+        ..metrics
+    };
     take_shared_limits(&mut instance.limits, limits);
     instance.merged = true;
 }
@@ -559,6 +596,14 @@ fn shared_in_instance(root: &DeTable<'_>) -> Vec<ConfigError> {
                     }
                 }
             }
+            ("metrics", DeValue::Table(metrics)) => {
+                for (k, _) in metrics.iter() {
+                    let k_name = k.get_ref().as_ref();
+                    if k_name != "listen" {
+                        refuse(k.span(), at.key(k_name), &format!("metrics.{k_name}"));
+                    }
+                }
+            }
             (section, _) if SHARED_SECTIONS.contains(&section) => {
                 refuse(key.span(), at, &format!("[{section}]"))
             }
@@ -599,31 +644,40 @@ fn decode<T: DeserializeOwned>(
     }
 }
 
-/// Decodes a section of settings (`[gateway]`, `[admin]`). A key with a type error is reported and
-/// left out, and the rest decoded again: one bad value must not hide the others, nor the checks that
-/// depend on them (`base_domains` for subdomain shadowing, listen addresses for overlaps).
+/// Decodes a section of settings (`[gateway]`, `[admin]`), key by key (`decode_by_key`).
 fn decode_section<T: DeserializeOwned + Default>(
     value: Spanned<DeValue<'_>>,
     at: &KeyPath,
     errors: &mut Vec<ConfigError>,
 ) -> T {
+    decode_by_key(value, at, errors, "must be a table").unwrap_or_default()
+}
+
+/// Decodes a table key by key: a key with a type error is reported and left out, and the rest
+/// decoded again. One bad value must not hide the others, nor the checks that depend on them
+/// (`base_domains` for subdomain shadowing, listen addresses for overlaps, a tenant's domains for
+/// claims). `None` when nothing could be salvaged (not a table, or an error not tied to one key).
+fn decode_by_key<T: DeserializeOwned>(
+    value: Spanned<DeValue<'_>>,
+    at: &KeyPath,
+    errors: &mut Vec<ConfigError>,
+    not_a_table: &str,
+) -> Option<T> {
     let span = value.span();
     let DeValue::Table(mut table) = value.into_inner() else {
         errors.push(ConfigError {
             span: Some(span),
-            ..ConfigError::at_value(at.clone(), "must be a table")
+            ..ConfigError::at_value(at.clone(), not_a_table)
         });
-        return T::default();
+        return None;
     };
     loop {
         let reported = errors.len();
         let attempt = Spanned::new(span.clone(), DeValue::Table(table.clone()));
         if let Some(decoded) = decode(attempt, at, errors) {
-            return decoded;
+            return Some(decoded);
         }
-        let Some(bad) = errors.get(reported).and_then(|e| e.span.clone()) else {
-            return T::default();
-        };
+        let bad = errors.get(reported).and_then(|e| e.span.clone())?;
         let inside = |s: Range<usize>| s.start <= bad.start && bad.end <= s.end;
         let culprit = table
             .iter()
@@ -631,15 +685,22 @@ fn decode_section<T: DeserializeOwned + Default>(
             .map(|(k, _)| k.get_ref().to_string());
         match culprit {
             Some(key) => {
+                // Named by the key left out, so that a check of that key does not report it twice.
+                if let Some(error) = errors.get_mut(reported) {
+                    if error.key == *at {
+                        error.key = at.key(&key);
+                    }
+                }
                 table.remove(key.as_str());
             }
             // An error not tied to one key (a missing required key): nothing left to salvage.
-            None => return T::default(),
+            None => return None,
         }
     }
 }
 
-/// Decodes every `[section.<name>]` entry on its own.
+/// Decodes every `[section.<name>]` entry on its own, key by key: a tenant with one wrong value
+/// is still checked for what its other keys claim.
 fn decode_entries<T: DeserializeOwned>(
     value: Spanned<DeValue<'_>>,
     at: &KeyPath,
@@ -657,7 +718,7 @@ fn decode_entries<T: DeserializeOwned>(
         .into_iter()
         .map(|(name, value)| {
             let name = name.into_inner().into_owned();
-            let value = decode(value, &at.key(&name), errors);
+            let value = decode_by_key(value, &at.key(&name), errors, "must be a table");
             Entry { name, value }
         })
         .collect()

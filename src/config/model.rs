@@ -228,6 +228,8 @@ pub struct AdminSettings {
     /// `None`: the admin API asks for no token (it then listens on loopback only).
     pub token: Option<AdminToken>,
     pub metrics_require_token: bool,
+    /// `[metrics] listen`: a listener that serves `/metrics` only, never asking for the token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The admin API's bearer token, as its SHA-256: the token itself is never kept in the config.

@@ -28,7 +28,7 @@ pub const SHARED_GATEWAY_KEYS: &[&str] = &[
 ];
 
 /// Sections the store holds whole (`[limits]` but for `[limits.redis]`, which is how this
-/// instance reaches Redis).
+/// instance reaches Redis, and `[metrics]` but for `listen`, where this instance serves it).
 pub const SHARED_SECTIONS: &[&str] = &[
     "pools",
     "tenants",
@@ -177,6 +177,7 @@ impl Entity {
                 Entity::Setting(Setting::Gateway)
             }
             ("limits", Some(k)) if k == "redis" => return None,
+            ("metrics", Some(k)) if k == "listen" => return None,
             ("jwt", _) => Entity::Setting(Setting::Jwt),
             ("route_rules", _) => Entity::Setting(Setting::RouteRules),
             ("limits", _) => Entity::Setting(Setting::Limits),
@@ -252,14 +253,22 @@ pub fn split(doc: &DocumentMut) -> Split {
                         .push((Entity::Setting(Setting::Limits), body(&limits)));
                 }
             }
-            "jwt" | "metrics" => {
-                let setting = if section == "jwt" {
-                    Setting::Jwt
-                } else {
-                    Setting::Metrics
+            "metrics" => {
+                let Some(mut metrics) = owned_table(item) else {
+                    continue;
                 };
+                if metrics.remove("listen").is_some() {
+                    out.instance_sections.push("metrics.listen".to_owned());
+                }
+                if !metrics.is_empty() {
+                    out.entries
+                        .push((Entity::Setting(Setting::Metrics), body(&metrics)));
+                }
+            }
+            "jwt" => {
                 if let Some(table) = owned_table(item) {
-                    out.entries.push((Entity::Setting(setting), body(&table)));
+                    out.entries
+                        .push((Entity::Setting(Setting::Jwt), body(&table)));
                 }
             }
             "route_rules" => {

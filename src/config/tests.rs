@@ -162,6 +162,40 @@ pool = "nope"
 }
 
 #[test]
+fn a_tenant_with_a_wrong_value_is_still_checked_for_its_claims() {
+    let text = r#"
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+domains = ["api.acme.test"]
+
+[tenants.globex]
+pool = 7
+status = "sometimes"
+domains = ["api.acme.test"]
+"#;
+    let errs = errors(text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].contains("tenants.globex.pool: invalid type"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("tenants.globex.status: unknown variant `sometimes`"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("tenants.globex.domains[0]") && errs[2].contains("acme"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
 fn a_broken_pool_is_not_also_reported_as_unknown_by_its_tenants() {
     let text = r#"
 [pools.shared]

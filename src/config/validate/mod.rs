@@ -72,7 +72,8 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     let mut gateway = v.gateway(&file.gateway);
     gateway.fleet = v.fleet(file.limits.redis.as_ref());
     let limit_layers = v.limit_layers(&file.limits, &file.plans);
-    let admin = v.admin(&file.admin, &gateway, path);
+    let mut admin = v.admin(&file.admin, &gateway, path);
+    admin.metrics_listen = v.metrics_listen(file.metrics.listen.as_deref(), &gateway, &admin);
     let folder = path.parent().unwrap_or_else(|| Path::new(""));
     gateway.store = v.store(file.store.as_ref(), admin.listen, folder);
     gateway.acme = v.acme(file.acme.as_ref(), &gateway, folder);
@@ -345,7 +346,33 @@ impl Validator {
             watch_config: a.watch_config.unwrap_or(true),
             token,
             metrics_require_token: a.metrics_require_token.unwrap_or(false),
+            metrics_listen: None,
         }
+    }
+
+    /// `[metrics] listen`, on a port of its own: the proxy's and the admin API's are taken.
+    fn metrics_listen(
+        &mut self,
+        listen: Option<&str>,
+        gateway: &GatewaySettings,
+        admin: &AdminSettings,
+    ) -> Option<SocketAddr> {
+        let at = KeyPath::root().key("metrics").key("listen");
+        let addr = self.listen_address(at.clone(), listen?);
+        let taken = [
+            ("gateway.http_listen", Some(gateway.http_listen)),
+            ("gateway.https_listen", gateway.https_listen),
+            ("admin.listen", Some(admin.listen)),
+        ];
+        for (key, other) in taken {
+            if let Some(other) = other.filter(|o| addr.port() != 0 && overlaps(addr, *o)) {
+                self.errors.push(ConfigError::at_value(
+                    at.clone(),
+                    format!("{addr} overlaps {key} ({other}); /metrics needs its own port"),
+                ));
+            }
+        }
+        Some(addr)
     }
 
     /// One key acts for one tenant: a hash under two tenants would make a key's tenant ambiguous.
