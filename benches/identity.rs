@@ -107,6 +107,8 @@ fn admit(c: &mut Criterion) {
     for (name, host, headers, table) in cases {
         let request = Request {
             host: Some(host),
+            method: "GET",
+            peer: None,
             headers,
             uri: &uri,
             connection: Connection::Tls { server_name: None },

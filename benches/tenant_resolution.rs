@@ -37,6 +37,7 @@ fn routing_config(tenants: usize) -> RoutingConfig {
         tenant_header: HeaderName::from_static("x-tenant-id"),
         tenant_header_spelling: "X-Tenant-ID",
         access_log: false,
+        trusted_proxies: Default::default(),
         pools: vec![pool("shared"), pool("dedicated")],
         tenants: (0..tenants)
             .map(|i| TenantConfig {
@@ -55,6 +56,7 @@ fn routing_config(tenants: usize) -> RoutingConfig {
                 plan: None,
                 limits: Default::default(),
                 acme: true,
+                maintenance: Default::default(),
             })
             .collect(),
         hosts: Vec::new(),

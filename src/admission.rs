@@ -16,11 +16,14 @@
 //!    host it must be that tenant's (`tenant_mismatch`). The credential's tenant may be switched
 //!    (`X-Switch-Tenant`) to one its token lists; route rules (global, then the tenant's) each need
 //!    one of their roles;
-//! 4. **limits**: the tenant's rate limits (this instance's or the fleet's), then its concurrency cap.
+//! 4. **policy**: the tenant's address lists and size limits (`traffic_policy`), before any rate
+//!    is counted;
+//! 5. **limits**: the tenant's rate limits (this instance's or the fleet's), then its concurrency cap.
 //!
 //! Nothing here knows about Pingora: the proxy's `request_filter` gathers the inputs and acts on
 //! the answer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue, Uri};
@@ -34,7 +37,7 @@ use crate::limits::gcra::Quota;
 use crate::limits::{Credential as LimitKey, Limited};
 use crate::path::{covers_prefix, is_ambiguous};
 use crate::snapshot::table::{Refused, Route, RoutingTable, Target, Tenant};
-use crate::tenant::TenantStatus;
+use crate::traffic_policy::{self, Seen};
 
 /// What the request came over.
 #[derive(Debug, Clone, Copy)]
@@ -51,8 +54,11 @@ pub enum Connection<'a> {
 pub struct Request<'a> {
     /// Canonical (`host::normalize_host`); `None`: missing or malformed.
     pub host: Option<&'a str>,
+    pub method: &'a str,
     pub headers: &'a HeaderMap,
     pub uri: &'a Uri,
+    /// The connection's peer address (`None` on a Unix socket).
+    pub peer: Option<IpAddr>,
     pub connection: Connection<'a>,
     /// The request's canary roll, 0 to 99.
     pub roll: u8,
@@ -93,7 +99,7 @@ pub enum Admission {
     Refuse(Refusal),
 }
 
-/// All four steps. `fleet`: where fleet-wide rate limits are counted (`None`: this instance alone).
+/// All the steps. `fleet`: where fleet-wide rate limits are counted (`None`: this instance alone).
 pub async fn admit(
     table: &RoutingTable,
     fleet: Option<&Fleet>,
@@ -110,6 +116,20 @@ pub async fn admit(
     else {
         return Admission::Proxy(admitted);
     };
+    let seen = Seen {
+        peer: request.peer,
+        trusted_proxies: table.trusted_proxies(),
+        method: request.method,
+        uri: request.uri,
+        headers: request.headers,
+    };
+    if let Err(error) = traffic_policy::check(&tenant.limits, &seen) {
+        return Admission::Refuse(Refusal {
+            error,
+            tenant: Some(index),
+            limited: None,
+        });
+    }
     match within_limits(
         fleet,
         tenant,
@@ -190,8 +210,8 @@ fn route(table: &RoutingTable, request: &Request<'_>) -> Result<Step, Refused> {
         Target::Reserved(i) => return Ok(Step::Route(table.route_reserved(i)?, None)),
         Target::Tenant(i) => {
             let tenant = table.tenant(i).ok_or_else(Refused::unknown)?;
-            if tenant.status == TenantStatus::Suspended {
-                return Err(refuse(GatewayError::TenantSuspended, Some(i)));
+            if let Some(error) = tenant.refusal() {
+                return Err(refuse(error, Some(i)));
             }
             guard_path(table, tenant, i, path)?;
             tenant.tenant_source
@@ -410,6 +430,8 @@ tenant_source = "claim"
             table,
             &Request {
                 host: Some(host),
+                method: "GET",
+                peer: None,
                 headers: &headers,
                 uri: &uri,
                 connection,
@@ -472,6 +494,8 @@ tenant_source = "claim"
         let uri: Uri = "/".parse().unwrap();
         let bad = Request {
             host: None,
+            method: "GET",
+            peer: None,
             headers: &headers,
             uri: &uri,
             connection: TLS_ACME,
@@ -534,6 +558,8 @@ tenant_source = "claim"
         };
         let request = Request {
             host: Some("initech.yourapp.test"),
+            method: "GET",
+            peer: None,
             headers: &headers,
             uri: &uri,
             connection: own,

@@ -15,6 +15,9 @@ pub enum GatewayError {
     UnknownTenant,
     /// The host maps to a tenant that is suspended.
     TenantSuspended,
+    /// The tenant is down for maintenance (`status = "maintenance"`): unlike a suspension, it
+    /// comes back, and the answer says when to retry.
+    TenantMaintenance,
     /// The request came on a TLS connection opened for another tenant's name (SNI): the client
     /// should open a connection for this host (browsers do so by themselves on 421).
     MisdirectedRequest,
@@ -55,6 +58,12 @@ pub enum GatewayError {
     TenantSwitchForbidden,
     /// The path needs a role the token does not carry.
     MissingRole,
+    /// The client's address is not in the tenant's `allow_ips`, or is in its `deny_ips`.
+    IpNotAllowed,
+    /// The request body is over the tenant's `max_request_body_bytes`.
+    RequestTooLarge,
+    /// The request line and headers are over the tenant's `max_request_header_bytes`.
+    RequestHeadersTooLarge,
     /// The request does not fit one of its tenant's rate limits (tenant, credential or route).
     RateLimited,
     /// The tenant has as many requests in flight as its concurrency cap allows (and its queue, if
@@ -73,11 +82,12 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub const ALL: [GatewayError; 30] = [
+    pub const ALL: [GatewayError; 34] = [
         GatewayError::BadRequest,
         GatewayError::BadHost,
         GatewayError::UnknownTenant,
         GatewayError::TenantSuspended,
+        GatewayError::TenantMaintenance,
         GatewayError::MisdirectedRequest,
         GatewayError::AmbiguousPath,
         GatewayError::MissingCredentials,
@@ -97,6 +107,9 @@ impl GatewayError {
         GatewayError::TenantMismatch,
         GatewayError::TenantSwitchForbidden,
         GatewayError::MissingRole,
+        GatewayError::IpNotAllowed,
+        GatewayError::RequestTooLarge,
+        GatewayError::RequestHeadersTooLarge,
         GatewayError::RateLimited,
         GatewayError::TenantOverloaded,
         GatewayError::RateLimiterUnavailable,
@@ -112,6 +125,7 @@ impl GatewayError {
             GatewayError::BadHost => "bad_host",
             GatewayError::UnknownTenant => "unknown_tenant",
             GatewayError::TenantSuspended => "tenant_suspended",
+            GatewayError::TenantMaintenance => "tenant_maintenance",
             GatewayError::MisdirectedRequest => "misdirected_request",
             GatewayError::AmbiguousPath => "ambiguous_path",
             GatewayError::MissingCredentials => "missing_credentials",
@@ -131,6 +145,9 @@ impl GatewayError {
             GatewayError::TenantMismatch => "tenant_mismatch",
             GatewayError::TenantSwitchForbidden => "tenant_switch_forbidden",
             GatewayError::MissingRole => "missing_role",
+            GatewayError::IpNotAllowed => "ip_not_allowed",
+            GatewayError::RequestTooLarge => "request_too_large",
+            GatewayError::RequestHeadersTooLarge => "request_headers_too_large",
             GatewayError::RateLimited => "rate_limited",
             GatewayError::TenantOverloaded => "tenant_overloaded",
             GatewayError::RateLimiterUnavailable => "rate_limiter_unavailable",
@@ -146,6 +163,7 @@ impl GatewayError {
             GatewayError::BadRequest | GatewayError::BadHost => StatusCode::BAD_REQUEST,
             GatewayError::UnknownTenant => StatusCode::NOT_FOUND,
             GatewayError::TenantSuspended => StatusCode::FORBIDDEN,
+            GatewayError::TenantMaintenance => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::AmbiguousPath => StatusCode::BAD_REQUEST,
             GatewayError::MissingCredentials => StatusCode::UNAUTHORIZED,
@@ -165,6 +183,9 @@ impl GatewayError {
             GatewayError::TenantMismatch => StatusCode::FORBIDDEN,
             GatewayError::TenantSwitchForbidden => StatusCode::FORBIDDEN,
             GatewayError::MissingRole => StatusCode::FORBIDDEN,
+            GatewayError::IpNotAllowed => StatusCode::FORBIDDEN,
+            GatewayError::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestHeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::TenantOverloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimiterUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -182,6 +203,9 @@ impl GatewayError {
             GatewayError::BadHost => "the request has no valid Host header",
             GatewayError::UnknownTenant => "no tenant is served at this host",
             GatewayError::TenantSuspended => "this tenant is suspended",
+            GatewayError::TenantMaintenance => {
+                "this tenant is down for maintenance; retry after the Retry-After seconds"
+            }
             GatewayError::MisdirectedRequest => {
                 "this connection was opened for another host; open one for this host"
             }
@@ -209,6 +233,11 @@ impl GatewayError {
                 "the credential may not act for the requested tenant"
             }
             GatewayError::MissingRole => "this path needs a role the credential does not carry",
+            GatewayError::IpNotAllowed => "this tenant does not accept requests from this address",
+            GatewayError::RequestTooLarge => "the request body is larger than this tenant accepts",
+            GatewayError::RequestHeadersTooLarge => {
+                "the request headers are larger than this tenant accepts"
+            }
             GatewayError::RateLimited => "too many requests; retry after the Retry-After seconds",
             GatewayError::TenantOverloaded => {
                 "this tenant has too many requests in flight; retry shortly"

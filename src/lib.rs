@@ -30,4 +30,5 @@ pub mod snapshot;
 pub mod store;
 pub mod tenant;
 pub mod tls;
+pub mod traffic_policy;
 pub mod upstream;

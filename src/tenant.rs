@@ -74,22 +74,30 @@ impl fmt::Debug for TenantId {
 }
 
 /// Whether a tenant is served. A suspended tenant keeps its routing entry (so it is refused with 403,
-/// not 404) and can be re-activated without re-creating it.
+/// not 404) and can be re-activated without re-creating it. A tenant in maintenance is answered
+/// 503 with `Retry-After` (or its own page): it is coming back, so it keeps its certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TenantStatus {
     Active,
     Suspended,
+    Maintenance,
 }
 
 impl TenantStatus {
     /// Every status as written in the config and the admin API.
-    pub const ALL: [&'static str; 2] = ["active", "suspended"];
+    pub const ALL: [&'static str; 3] = ["active", "suspended", "maintenance"];
 
     pub fn as_str(self) -> &'static str {
         match self {
             TenantStatus::Active => "active",
             TenantStatus::Suspended => "suspended",
+            TenantStatus::Maintenance => "maintenance",
         }
+    }
+
+    /// Its names keep (and get) certificates: it is served, or will be again soon.
+    pub fn keeps_certificates(self) -> bool {
+        self != TenantStatus::Suspended
     }
 }
 

@@ -146,6 +146,7 @@ async fn every_documented_operation_answers_as_documented() {
         "/tenants/{id}/promote",
         "/tenants/{id}/rollback",
         "/tenants/{id}/suspend",
+        "/tenants/{id}/maintenance",
         "/tenants/{id}/activate",
         "/tenants/{id}/keys",
         "/tenants/{id}/keys/{key}/revoke",

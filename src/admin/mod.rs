@@ -504,6 +504,11 @@ impl AdminApi {
                     .set_status(actor, id, TenantStatus::Suspended)
                     .await
             }
+            TenantAction::Maintenance => {
+                self.control
+                    .set_status(actor, id, TenantStatus::Maintenance)
+                    .await
+            }
             TenantAction::Activate => {
                 self.control
                     .set_status(actor, id, TenantStatus::Active)

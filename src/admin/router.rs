@@ -31,6 +31,7 @@ pub(super) enum TenantAction {
     Promote,
     Rollback,
     Suspend,
+    Maintenance,
     Activate,
 }
 
@@ -40,6 +41,7 @@ impl TenantAction {
             "promote" => TenantAction::Promote,
             "rollback" => TenantAction::Rollback,
             "suspend" => TenantAction::Suspend,
+            "maintenance" => TenantAction::Maintenance,
             "activate" => TenantAction::Activate,
             _ => return None,
         })

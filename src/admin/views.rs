@@ -8,6 +8,8 @@ use crate::config::diff::{rfc3339, CertificateSummary};
 use crate::config::model::{CertificateConfig, Rate, TenantLimits};
 use crate::control::Refusal;
 use crate::snapshot::RoutingTable;
+use crate::tenant::TenantStatus;
+use crate::traffic_policy::IpList;
 
 /// The limits in force for a tenant, as `tenants show` prints them.
 pub(super) fn limits_view(limits: &TenantLimits) -> Value {
@@ -24,15 +26,23 @@ pub(super) fn limits_view(limits: &TenantLimits) -> Value {
             "path_prefix": r.path_prefix,
             "rate_limit": rate(&r.rate),
         })).collect::<Vec<_>>(),
+        "allow_ips": limits.allow_ips.as_ref().map(|l| ip_list(l)),
+        "deny_ips": limits.deny_ips.as_ref().map(|l| ip_list(l)),
+        "max_request_body_bytes": limits.max_request_body_bytes,
+        "max_request_header_bytes": limits.max_request_header_bytes,
     })
 }
 
+fn ip_list(list: &IpList) -> Vec<String> {
+    list.entries().map(|n| n.to_string()).collect()
+}
+
 pub(super) fn tenant_counts(table: &RoutingTable) -> Value {
-    let suspended = table.suspended_count();
     json!({
         "total": table.tenant_count(),
-        "active": table.tenant_count() - suspended,
-        "suspended": suspended,
+        "active": table.count_with(TenantStatus::Active),
+        "suspended": table.count_with(TenantStatus::Suspended),
+        "maintenance": table.count_with(TenantStatus::Maintenance),
     })
 }
 

@@ -344,7 +344,10 @@ enum TenantsCommand {
     Rollback { id: String },
     /// Refuse the tenant's requests (403) without removing it.
     Suspend { id: String },
-    /// Serve a suspended tenant again.
+    /// Answer the tenant's requests 503 with Retry-After (or its maintenance page) until it is
+    /// activated.
+    Maintenance { id: String },
+    /// Serve a suspended tenant, or one in maintenance, again.
     Activate { id: String },
 }
 
@@ -628,16 +631,20 @@ pub fn summary(c: &GatewayConfig) -> String {
         r.tenant_header
     );
 
-    let suspended = r
-        .tenants
-        .iter()
-        .filter(|t| t.status == TenantStatus::Suspended)
-        .count();
+    let count = |status| r.tenants.iter().filter(|t| t.status == status).count();
+    let (suspended, maintenance) = (
+        count(TenantStatus::Suspended),
+        count(TenantStatus::Maintenance),
+    );
     let _ = writeln!(
         out,
-        "  tenants  {} ({} active, {suspended} suspended)",
+        "  tenants  {} ({} active, {suspended} suspended{})",
         r.tenants.len(),
-        r.tenants.len() - suspended
+        count(TenantStatus::Active),
+        match maintenance {
+            0 => String::new(),
+            n => format!(", {n} in maintenance"),
+        }
     );
     let mut by_pool: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for t in r.tenants.iter() {

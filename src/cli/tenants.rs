@@ -25,6 +25,7 @@ pub fn run(args: &AdminArgs, command: TenantsCommand) -> anyhow::Result<ExitCode
         | TenantsCommand::Promote { id, .. }
         | TenantsCommand::Rollback { id }
         | TenantsCommand::Suspend { id }
+        | TenantsCommand::Maintenance { id }
         | TenantsCommand::Activate { id } => Some(id),
     };
     if let Some(id) = id {
@@ -107,6 +108,9 @@ fn act(admin: &Admin, json: bool, command: TenantsCommand) -> anyhow::Result<Exi
         }
         TenantsCommand::Rollback { id } => admin.post(&format!("/tenants/{id}/rollback"), None)?,
         TenantsCommand::Suspend { id } => admin.post(&format!("/tenants/{id}/suspend"), None)?,
+        TenantsCommand::Maintenance { id } => {
+            admin.post(&format!("/tenants/{id}/maintenance"), None)?
+        }
         TenantsCommand::Activate { id } => admin.post(&format!("/tenants/{id}/activate"), None)?,
         TenantsCommand::Check { .. }
         | TenantsCommand::Pull { .. }
@@ -553,7 +557,7 @@ fn print_tenant_table(body: &Value) {
 fn status_word(paint: Paint, status: &str) -> String {
     match status {
         "active" => paint.green(status),
-        "suspended" => paint.yellow(status),
+        "suspended" | "maintenance" => paint.yellow(status),
         other => other.to_owned(),
     }
 }

@@ -13,8 +13,8 @@ type Index<'a, T> = HashMap<&'a str, T, foldhash::fast::RandomState>;
 use serde_json::{json, Value};
 
 use super::model::{
-    ApiKeyConfig, CanaryConfig, CertificateConfig, GatewayConfig, HostConfig, PoolConfig,
-    TenantConfig, TenantList,
+    ApiKeyConfig, CanaryConfig, CertificateConfig, GatewayConfig, HostConfig, MaintenanceAnswer,
+    MaintenancePage, PoolConfig, TenantConfig, TenantList,
 };
 use crate::tenant::TenantStatus;
 
@@ -34,6 +34,18 @@ pub enum Change {
     },
     TenantActivated {
         id: String,
+    },
+    /// Into or out of maintenance (the transitions the two above do not name).
+    TenantStatus {
+        id: String,
+        from: TenantStatus,
+        to: TenantStatus,
+    },
+    /// What a tenant answers while in maintenance.
+    TenantMaintenancePage {
+        id: String,
+        from: String,
+        to: String,
     },
     TenantMoved {
         id: String,
@@ -148,6 +160,18 @@ pub fn api_key_summary(key: &ApiKeyConfig, now: i64) -> Value {
 }
 
 /// Unix seconds as an RFC 3339 date, for people.
+/// A maintenance answer in a few words, for plans and the audit log.
+pub fn maintenance_summary(page: &MaintenancePage) -> String {
+    let answer = match &page.answer {
+        MaintenanceAnswer::Json => "the JSON error".to_owned(),
+        MaintenanceAnswer::Page { path, body, .. } => {
+            format!("{} ({} bytes)", path.display(), body.len())
+        }
+        MaintenanceAnswer::Redirect(to) => format!("302 to {}", to.to_str().unwrap_or("?")),
+    };
+    format!("{answer}, Retry-After {}", page.retry_after_seconds)
+}
+
 pub fn rfc3339(unix: i64) -> String {
     chrono::DateTime::from_timestamp(unix, 0).map_or_else(
         || unix.to_string(),
@@ -163,6 +187,8 @@ impl Change {
             Change::TenantRemoved { .. } => "tenant.removed",
             Change::TenantSuspended { .. } => "tenant.suspended",
             Change::TenantActivated { .. } => "tenant.activated",
+            Change::TenantStatus { .. } => "tenant.status",
+            Change::TenantMaintenancePage { .. } => "tenant.maintenance_page",
             Change::TenantMoved { .. } => "tenant.moved",
             Change::TenantCanary { .. } => "tenant.canary",
             Change::TenantEdited { .. } => "tenant.edited",
@@ -185,6 +211,8 @@ impl Change {
             | Change::TenantRemoved { id, .. }
             | Change::TenantSuspended { id }
             | Change::TenantActivated { id }
+            | Change::TenantStatus { id, .. }
+            | Change::TenantMaintenancePage { id, .. }
             | Change::TenantMoved { id, .. }
             | Change::TenantCanary { id, .. }
             | Change::TenantEdited { id, .. } => Some(id),
@@ -203,6 +231,8 @@ impl Change {
             Change::TenantRemoved { pool, .. } => (json!({ "pool": pool }), Value::Null),
             Change::TenantSuspended { .. } => (json!("active"), json!("suspended")),
             Change::TenantActivated { .. } => (json!("suspended"), json!("active")),
+            Change::TenantStatus { from, to, .. } => (json!(from.as_str()), json!(to.as_str())),
+            Change::TenantMaintenancePage { from, to, .. } => (json!(from), json!(to)),
             Change::TenantMoved { from, to, .. } => (json!(from), json!(to)),
             Change::TenantCanary { from, to, .. } => (canary(from), canary(to)),
             Change::TenantEdited { fields, .. } | Change::PoolEdited { fields, .. } => {
@@ -270,6 +300,10 @@ impl fmt::Display for Change {
             Change::TenantRemoved { id, pool } => write!(f, "- tenant {id} (was on pool {pool})"),
             Change::TenantSuspended { id } => write!(f, "~ tenant {id}: suspended"),
             Change::TenantActivated { id } => write!(f, "~ tenant {id}: activated"),
+            Change::TenantStatus { id, from, to } => write!(f, "~ tenant {id}: {from} -> {to}"),
+            Change::TenantMaintenancePage { id, from, to } => {
+                write!(f, "~ tenant {id}: maintenance answer {from} -> {to}")
+            }
             Change::TenantMoved { id, from, to } => write!(f, "~ tenant {id}: pool {from} -> {to}"),
             Change::TenantCanary { id, from, to } => {
                 write!(
@@ -490,6 +524,16 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         "metrics.tenant_series",
         series(&o.metrics),
         series(&n.metrics),
+        false,
+    );
+    let proxies = |l: &crate::traffic_policy::IpList| {
+        let listed: Vec<String> = l.entries().map(|n| n.to_string()).collect();
+        format!("[{}]", listed.join(", "))
+    };
+    setting(
+        "gateway.trusted_proxies",
+        proxies(&o.trusted_proxies),
+        proxies(&n.trusted_proxies),
         false,
     );
     setting(
@@ -779,7 +823,15 @@ pub fn tenant_changes(
         (TenantStatus::Suspended, TenantStatus::Active) => {
             out.push(Change::TenantActivated { id: id() })
         }
+        (from, to) if from != to => out.push(Change::TenantStatus { id: id(), from, to }),
         _ => {}
+    }
+    if o.maintenance != t.maintenance {
+        out.push(Change::TenantMaintenancePage {
+            id: id(),
+            from: maintenance_summary(&o.maintenance),
+            to: maintenance_summary(&t.maintenance),
+        });
     }
     if o.pool != t.pool {
         out.push(Change::TenantMoved {

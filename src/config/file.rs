@@ -131,6 +131,9 @@ pub struct GatewayFile {
     pub tenant_header: Option<String>,
     pub threads: Option<usize>,
     pub access_log: Option<bool>,
+    /// The load balancers in front of the gateway: behind them, the client is the first address
+    /// of `X-Forwarded-For`, from the right, that is not one of them.
+    pub trusted_proxies: Option<Vec<String>>,
     pub log_format: Option<LogFormatFile>,
     /// Accept HTTP/2 with prior knowledge on the plaintext listener. Off by default: detecting it costs
     /// a peek on every keep-alive request.
@@ -362,6 +365,8 @@ pub struct TenantFile {
     pub plan: Option<String>,
     /// `false`: no ACME certificate for this tenant's domains (it brings its own `[[certificates]]`).
     pub acme: Option<bool>,
+    /// What the tenant answers while `status = "maintenance"`.
+    pub maintenance: Option<MaintenanceFile>,
     /// Overrides the plan's and `[limits]`'s `rate_limit`.
     pub rate_limit: Option<RateLimitFile>,
     /// Overrides the plan's and `[limits]`'s `credential_rate_limit`.
@@ -371,6 +376,16 @@ pub struct TenantFile {
     /// Merged by `path_prefix` over the plan's and `[limits]`'s.
     #[serde(default)]
     pub route_limits: Vec<RouteLimitFile>,
+    /// Client addresses and networks (CIDR) the tenant takes requests from; `[]` lifts an
+    /// inherited list.
+    pub allow_ips: Option<Vec<String>>,
+    /// Client addresses and networks refused, whatever `allow_ips` says; `[]` lifts an inherited
+    /// list.
+    pub deny_ips: Option<Vec<String>>,
+    /// The largest request body taken (413 `request_too_large`); 0 lifts an inherited limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// The largest request line and headers taken (431); 0 lifts an inherited limit.
+    pub max_request_header_bytes: Option<u64>,
 }
 
 /// `[limits]`.
@@ -385,6 +400,16 @@ pub struct LimitsFile {
     /// Rate limits per path prefix, each counted per tenant.
     #[serde(default)]
     pub route_limits: Vec<RouteLimitFile>,
+    /// Client addresses and networks (CIDR) the tenant takes requests from; `[]` lifts an
+    /// inherited list.
+    pub allow_ips: Option<Vec<String>>,
+    /// Client addresses and networks refused, whatever `allow_ips` says; `[]` lifts an inherited
+    /// list.
+    pub deny_ips: Option<Vec<String>>,
+    /// The largest request body taken (413 `request_too_large`); 0 lifts an inherited limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// The largest request line and headers taken (431); 0 lifts an inherited limit.
+    pub max_request_header_bytes: Option<u64>,
     /// Share rate limits across every gateway instance that names the same Redis.
     pub redis: Option<RedisFile>,
 }
@@ -460,6 +485,16 @@ pub struct PlanFile {
     pub concurrency: Option<ConcurrencyFile>,
     #[serde(default)]
     pub route_limits: Vec<RouteLimitFile>,
+    /// Client addresses and networks (CIDR) the tenant takes requests from; `[]` lifts an
+    /// inherited list.
+    pub allow_ips: Option<Vec<String>>,
+    /// Client addresses and networks refused, whatever `allow_ips` says; `[]` lifts an inherited
+    /// list.
+    pub deny_ips: Option<Vec<String>>,
+    /// The largest request body taken (413 `request_too_large`); 0 lifts an inherited limit.
+    pub max_request_body_bytes: Option<u64>,
+    /// The largest request line and headers taken (431); 0 lifts an inherited limit.
+    pub max_request_header_bytes: Option<u64>,
 }
 
 /// `[metrics]`.
@@ -501,6 +536,21 @@ pub struct CanaryFile {
 pub enum TenantStatusFile {
     Active,
     Suspended,
+    Maintenance,
+}
+
+/// `maintenance = { ... }`: what a tenant with `status = "maintenance"` answers, besides 503
+/// with `Retry-After`: the gateway's JSON error (default), a page of its own, or a redirect.
+#[derive(Debug, Default, Deserialize)]
+pub struct MaintenanceFile {
+    /// A file to answer with (relative to the config file's folder), at most 1 MiB.
+    pub body_file: Option<String>,
+    /// Its `Content-Type`; default from the file's extension (`.html`, `.json`, `.txt`).
+    pub content_type: Option<String>,
+    /// An absolute URL to send clients to instead (302), a status page for example.
+    pub redirect: Option<String>,
+    /// The `Retry-After` seconds. Default 120.
+    pub retry_after_seconds: Option<u32>,
 }
 
 /// `[hosts."<name>"]`: a reserved host that is not a tenant (an admin UI, a status page).

@@ -8,12 +8,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::persistent::{ChunkedVec, ShardedMap};
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::certificate::ServingCertificate;
+use crate::traffic_policy::IpList;
 
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
@@ -258,6 +259,8 @@ pub struct RoutingConfig {
     pub tenant_header_spelling: &'static str,
     /// One log line per request; part of the routing table so that a reload can switch it.
     pub access_log: bool,
+    /// `[gateway] trusted_proxies`; part of the routing table so that a reload can change it.
+    pub trusted_proxies: Arc<IpList>,
     pub pools: Vec<PoolConfig>,
     pub tenants: TenantList,
     pub hosts: Vec<HostConfig>,
@@ -317,6 +320,11 @@ pub struct TenantLimits {
     pub credential_rate: Option<Rate>,
     pub concurrency: Option<ConcurrencyLimit>,
     pub routes: Vec<RouteLimit>,
+    /// `None`: every address.
+    pub allow_ips: Option<Arc<IpList>>,
+    pub deny_ips: Option<Arc<IpList>>,
+    pub max_request_body_bytes: Option<u64>,
+    pub max_request_header_bytes: Option<u64>,
 }
 
 /// How a request proves whom it acts for: tokens, API keys, the tenant source, role rules.
@@ -739,6 +747,42 @@ pub struct TenantConfig {
     pub limits: TenantLimits,
     /// Its custom domains get ACME certificates (with `[acme]`); `false` in the file turns it off.
     pub acme: bool,
+    /// What it answers while in maintenance (the default without a `maintenance` table).
+    pub maintenance: Arc<MaintenancePage>,
+}
+
+/// The default `Retry-After` of a tenant in maintenance.
+pub const DEFAULT_MAINTENANCE_RETRY_AFTER_SECONDS: u32 = 120;
+
+/// The answer of a tenant in maintenance: 503 with `Retry-After`, and one of these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaintenancePage {
+    pub retry_after_seconds: u32,
+    pub answer: MaintenanceAnswer,
+}
+
+impl Default for MaintenancePage {
+    fn default() -> Self {
+        MaintenancePage {
+            retry_after_seconds: DEFAULT_MAINTENANCE_RETRY_AFTER_SECONDS,
+            answer: MaintenanceAnswer::Json,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MaintenanceAnswer {
+    /// The gateway's JSON error, `tenant_maintenance`.
+    Json,
+    /// The operator's page, read when the config was loaded.
+    Page {
+        body: bytes::Bytes,
+        content_type: HeaderValue,
+        /// Where it was read from (absolute), for `status` and diffs.
+        path: PathBuf,
+    },
+    /// `302` to this URL.
+    Redirect(HeaderValue),
 }
 
 /// `percent` (1 to 99) of a tenant's requests go to `pool`, the rest to the tenant's own pool.

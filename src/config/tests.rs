@@ -818,3 +818,96 @@ colour = "blue"
     }
     assert_eq!(errors.len(), expected.len(), "{}", errors.join("\n"));
 }
+
+#[test]
+fn policy_and_maintenance_errors_are_reported_at_once_with_their_keys() {
+    let text = r#"
+[gateway]
+trusted_proxies = ["10.0.0.0/8", "lb"]
+
+[limits]
+deny_ips = ["192.0.2.0/33"]
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+allow_ips = ["192.0.2.0/24", "example.com"]
+status = "maintenance"
+maintenance = { body_file = "missing.html", redirect = "https://status.test/" }
+
+[tenants.globex]
+pool = "shared"
+maintenance = { redirect = "/status", retry_after_seconds = 0, content_type = "text/html" }
+
+[tenants.initech]
+pool = "shared"
+maintenance = { body_file = "nowhere/page.html" }
+"#;
+    let errs = errors(text);
+    let keys: Vec<&str> = errs.iter().filter_map(|e| e.split(": ").nth(1)).collect();
+    assert_eq!(
+        keys,
+        [
+            "gateway.trusted_proxies[1]",
+            "limits.deny_ips[0]",
+            "tenants.acme.allow_ips[1]",
+            "tenants.acme.maintenance.redirect",
+            "tenants.globex.maintenance.redirect",
+            "tenants.globex.maintenance.retry_after_seconds",
+            "tenants.globex.maintenance.content_type",
+            "tenants.initech.maintenance.body_file",
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs[7].contains("cannot read"), "{}", errs[7]);
+}
+
+#[test]
+fn policy_layers_like_limits_and_empty_lists_or_zero_lift_them() {
+    let text = r#"
+[limits]
+allow_ips = ["10.0.0.0/8"]
+max_request_body_bytes = 5000
+
+[plans.open]
+allow_ips = []
+max_request_body_bytes = 0
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+
+[tenants.globex]
+pool = "shared"
+plan = "open"
+
+[tenants.initech]
+pool = "shared"
+plan = "open"
+deny_ips = ["192.0.2.1"]
+max_request_body_bytes = 10
+"#;
+    let c = ok(text);
+    let limits = |id: &str| {
+        c.routing
+            .tenant(id)
+            .map(|t| t.limits.clone())
+            .expect("tenant")
+    };
+    let acme = limits("acme");
+    assert!(acme
+        .allow_ips
+        .is_some_and(|l| l.contains("10.1.1.1".parse().expect("ip"))));
+    assert_eq!(acme.max_request_body_bytes, Some(5000));
+    let globex = limits("globex");
+    assert!(globex.allow_ips.is_none());
+    assert_eq!(globex.max_request_body_bytes, None);
+    let initech = limits("initech");
+    assert!(initech.allow_ips.is_none());
+    assert!(initech.deny_ips.is_some());
+    assert_eq!(initech.max_request_body_bytes, Some(10));
+}

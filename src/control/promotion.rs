@@ -302,6 +302,7 @@ impl ControlPlane {
         let action = match status {
             TenantStatus::Active => "tenant.activate",
             TenantStatus::Suspended => "tenant.suspend",
+            TenantStatus::Maintenance => "tenant.maintenance",
         };
         self.edit_tenant(&actor, action, id, |t, _| {
             Ok(if t.status == status {

@@ -352,6 +352,7 @@ mod tests {
                 rate: rate(1.0, 2),
             }],
             concurrency: None,
+            ..TenantLimits::default()
         });
         let now = 10 * SECOND;
         let alice = Some(Credential::Subject("alice"));

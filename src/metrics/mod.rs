@@ -531,21 +531,24 @@ impl Metrics {
     pub fn observe_table(&self, table: &impl ObservedTable) {
         self.generation
             .set(i64::try_from(table.generation()).unwrap_or(i64::MAX));
-        // Counted by pool slot, active and suspended: one pass, no hashing per tenant.
-        let mut counts: Vec<[i64; 2]> = Vec::new();
+        // Counted by pool slot and status: one pass, no hashing per tenant.
+        const STATUSES: [TenantStatus; 3] = [
+            TenantStatus::Active,
+            TenantStatus::Suspended,
+            TenantStatus::Maintenance,
+        ];
+        let mut counts: Vec<[i64; 3]> = Vec::new();
         for t in table.observed_tenants() {
             if counts.len() <= t.pool {
-                counts.resize(t.pool + 1, [0, 0]);
+                counts.resize(t.pool + 1, [0; 3]);
             }
-            counts[t.pool][usize::from(t.status == TenantStatus::Suspended)] += 1;
+            let slot = STATUSES.iter().position(|s| *s == t.status).unwrap_or(0);
+            counts[t.pool][slot] += 1;
         }
         self.tenants.reset();
-        for (pool, [active, suspended]) in counts.into_iter().enumerate() {
+        for (pool, by_status) in counts.into_iter().enumerate() {
             let pool = table.pool_name(pool).unwrap_or("");
-            for (status, n) in [
-                (TenantStatus::Active, active),
-                (TenantStatus::Suspended, suspended),
-            ] {
+            for (status, n) in STATUSES.into_iter().zip(by_status) {
                 if n > 0 {
                     self.tenants
                         .with_label_values(&[status.as_str(), pool])

@@ -35,6 +35,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::acme::Acme;
 use crate::admission::{admit, Admission, Connection, Refusal, Request};
+use crate::config::model::{MaintenanceAnswer, MaintenancePage};
 use crate::gateway_error::GatewayError;
 use crate::host::{normalize_host, HostBuf, MAX_HOST_LEN};
 use crate::identity::Principal;
@@ -108,6 +109,9 @@ pub struct RequestCtx {
     upstream_started: Option<Instant>,
     upstream_seconds: Option<f64>,
     upstream_errors: u32,
+    /// The tenant's `max_request_body_bytes`, counted against the body as it streams.
+    body_limit: Option<u64>,
+    body_bytes: u64,
 }
 
 impl RequestCtx {
@@ -168,6 +172,8 @@ impl ProxyHttp for Gateway {
             upstream_started: None,
             upstream_seconds: None,
             upstream_errors: 0,
+            body_limit: None,
+            body_bytes: 0,
         }
     }
 
@@ -193,6 +199,11 @@ impl ProxyHttp for Gateway {
             host: request_host(&req.headers, &req.uri)
                 .and_then(|raw| normalize_host(raw, &mut buf))
                 .ok(),
+            method: req.method.as_str(),
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             headers: &req.headers,
             uri: &req.uri,
             connection: connection_of(session),
@@ -206,6 +217,10 @@ impl ProxyHttp for Gateway {
                 ctx.principal = admitted.principal;
                 ctx.quota = admitted.quota;
                 ctx.permit = admitted.permit;
+                ctx.body_limit = ctx
+                    .tenant
+                    .and_then(|i| ctx.table.tenant(i))
+                    .and_then(|t| t.limits.max_request_body_bytes);
                 match ctx.choose_upstream() {
                     true => return Ok(false),
                     false => Refusal {
@@ -225,8 +240,44 @@ impl ProxyHttp for Gateway {
         ctx.tenant = refusal.tenant;
         ctx.error = Some(refusal.error);
         ctx.limited = refusal.limited;
-        respond_with_error(session, refusal.error, &ctx.request_id, ctx.limited).await?;
+        let maintenance = match refusal.error {
+            GatewayError::TenantMaintenance => ctx
+                .tenant
+                .and_then(|i| ctx.table.tenant(i))
+                .map(|t| Arc::clone(&t.maintenance)),
+            _ => None,
+        };
+        match maintenance {
+            Some(page) => respond_in_maintenance(session, &page, &ctx.request_id).await?,
+            None => {
+                respond_with_error(session, refusal.error, &ctx.request_id, ctx.limited).await?
+            }
+        }
         Ok(true)
+    }
+
+    /// Counts a streaming body against the tenant's `max_request_body_bytes` (a declared
+    /// `Content-Length` was checked in admission). `Err` ends the request: `fail_to_proxy` answers
+    /// 413 `request_too_large` unless the upstream has already answered.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(limit) = ctx.body_limit else {
+            return Ok(());
+        };
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > limit {
+            ctx.error = Some(GatewayError::RequestTooLarge);
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the tenant's limit",
+            );
+        }
+        Ok(())
     }
 
     /// Hands Pingora the chosen upstream; on a retry, first chooses another (not one that refused
@@ -428,7 +479,10 @@ impl ProxyHttp for Gateway {
     /// Pingora's own error line is redundant for answers the gateway chose (they are in the access
     /// log and metrics); other failures keep it.
     fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, _error: &Error) -> bool {
-        matches!(ctx.error, Some(GatewayError::NoHealthyUpstream))
+        matches!(
+            ctx.error,
+            Some(GatewayError::NoHealthyUpstream | GatewayError::RequestTooLarge)
+        )
     }
 
     /// Counts the request and writes its access-log line, however the request ended.
@@ -560,6 +614,50 @@ async fn respond_with_error(
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// A tenant in maintenance: 503 with `Retry-After` and its page, or a `302` to where it points.
+async fn respond_in_maintenance(
+    session: &mut Session,
+    page: &MaintenancePage,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let (status, content_type, body) = match &page.answer {
+        MaintenanceAnswer::Json => (
+            GatewayError::TenantMaintenance.status(),
+            HeaderValue::from_static("application/json"),
+            GatewayError::TenantMaintenance.body(request_id.to_str().unwrap_or("")),
+        ),
+        MaintenanceAnswer::Page {
+            body, content_type, ..
+        } => (
+            GatewayError::TenantMaintenance.status(),
+            content_type.clone(),
+            body.clone(),
+        ),
+        MaintenanceAnswer::Redirect(_) => (
+            StatusCode::FOUND,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+            Bytes::new(),
+        ),
+    };
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    resp.insert_header(CONTENT_TYPE, content_type)?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    resp.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
+    resp.insert_header(RETRY_AFTER, page.retry_after_seconds)?;
+    resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
+    if let MaintenanceAnswer::Redirect(location) = &page.answer {
+        resp.insert_header(LOCATION, location.clone())?;
+    }
+    let head_only = body.is_empty();
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }
 
 /// RFC 6750's challenge: `invalid_token` for a credential that failed, none when there was none.

@@ -12,7 +12,6 @@ use crate::config::model::MetricsConfig;
 use crate::limits::fleet::EachLimiter;
 use crate::metrics::tenant::EachTenantStats;
 use crate::metrics::{ObservedTable, ObservedTenant};
-use crate::tenant::TenantStatus;
 use crate::tls::SelectCertificate;
 use crate::upstream::health::CurrentPools;
 
@@ -90,7 +89,7 @@ impl TableHandle {
             let files = table.certificates();
             let mut wanted = Vec::new();
             for t in table.tenants() {
-                if t.status != TenantStatus::Active || !t.acme {
+                if !t.status.keeps_certificates() || !t.acme {
                     continue;
                 }
                 for domain in &t.domains {
@@ -120,7 +119,7 @@ impl TableHandle {
                 return None;
             };
             let tenant = table.tenant(i)?;
-            (tenant.status == TenantStatus::Active && tenant.acme).then(|| tenant.id.to_string())
+            (tenant.status.keeps_certificates() && tenant.acme).then(|| tenant.id.to_string())
         })
     }
 

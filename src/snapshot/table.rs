@@ -12,7 +12,8 @@ use foldhash::fast::RandomState;
 use http::{HeaderName, HeaderValue};
 
 use crate::config::model::{
-    MetricsConfig, PoolConfig, RouteRule, RoutingConfig, TenantConfig, TenantLimits, TenantSource,
+    MaintenancePage, MetricsConfig, PoolConfig, RouteRule, RoutingConfig, TenantConfig,
+    TenantLimits, TenantSource,
 };
 use crate::config::validate::{Claimed, ExactOwner};
 use crate::gateway_error::GatewayError;
@@ -26,6 +27,7 @@ use crate::metrics::tenant::TenantStats;
 use crate::persistent::{ChunkedVec, ShardedMap};
 use crate::tenant::{TenantId, TenantStatus};
 use crate::tls::store::CertificateStore;
+use crate::traffic_policy::IpList;
 use crate::upstream::Pool;
 
 /// A tenant as the request path sees it.
@@ -38,6 +40,8 @@ pub struct Tenant {
     pub domains: Vec<String>,
     /// Its domains get ACME certificates (when `[acme]` is set).
     pub acme: bool,
+    /// What it answers while in maintenance.
+    pub maintenance: Arc<MaintenancePage>,
     /// The tenant header's value, built once so requests only clone a shared buffer.
     pub header_value: HeaderValue,
     /// Where `rollback` sends the tenant.
@@ -179,6 +183,7 @@ struct Settings {
     tenant_header: HeaderName,
     tenant_header_spelling: &'static str,
     access_log: bool,
+    trusted_proxies: Arc<IpList>,
     /// Canonical, longest first.
     base_domains: Box<[Box<str>]>,
     certificates: CertificateStore,
@@ -269,6 +274,7 @@ impl Settings {
             tenant_header: config.tenant_header.clone(),
             tenant_header_spelling: config.tenant_header_spelling,
             access_log: config.access_log,
+            trusted_proxies: Arc::clone(&config.trusted_proxies),
             base_domains: config
                 .base_domains
                 .iter()
@@ -289,6 +295,15 @@ impl Settings {
 }
 
 impl Tenant {
+    /// Why its requests are not served now: suspended, or down for maintenance.
+    pub fn refusal(&self) -> Option<GatewayError> {
+        match self.status {
+            TenantStatus::Active => None,
+            TenantStatus::Suspended => Some(GatewayError::TenantSuspended),
+            TenantStatus::Maintenance => Some(GatewayError::TenantMaintenance),
+        }
+    }
+
     /// The request path's view of `t`. What `old` (the same tenant in the previous table) had is
     /// carried over: rate buckets whose limit is unchanged, the in-flight count, the metric
     /// series, and canary counters of the same canary pool.
@@ -320,6 +335,7 @@ impl Tenant {
             pool: pool_of(&t.pool),
             domains: t.domains.clone(),
             acme: t.acme,
+            maintenance: Arc::clone(&t.maintenance),
             // A slug is always a valid header value.
             header_value: HeaderValue::from_str(t.id.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
@@ -630,9 +646,9 @@ impl RoutingTable {
     /// canary pool.
     pub fn route_tenant(&self, i: usize, roll: u8) -> Result<Route, Refused> {
         let tenant = self.tenants.get(i).ok_or_else(Refused::unknown)?;
-        if tenant.status == TenantStatus::Suspended {
+        if let Some(error) = tenant.refusal() {
             return Err(Refused {
-                error: GatewayError::TenantSuspended,
+                error,
                 tenant: Some(i),
             });
         }
@@ -695,6 +711,11 @@ impl RoutingTable {
         self.settings.access_log
     }
 
+    /// `[gateway] trusted_proxies`: whose `X-Forwarded-For` names the client.
+    pub fn trusted_proxies(&self) -> &IpList {
+        &self.settings.trusted_proxies
+    }
+
     pub fn base_domains(&self) -> impl Iterator<Item = &str> {
         self.settings.base_domains.iter().map(|d| &**d)
     }
@@ -712,11 +733,8 @@ impl RoutingTable {
     }
 
     /// Counted on demand, not kept: only the admin API and the metrics ask, never a request.
-    pub fn suspended_count(&self) -> usize {
-        self.tenants
-            .iter()
-            .filter(|t| t.status == TenantStatus::Suspended)
-            .count()
+    pub fn count_with(&self, status: TenantStatus) -> usize {
+        self.tenants.iter().filter(|t| t.status == status).count()
     }
 
     pub fn tenant_by_id(&self, id: &str) -> Option<&Tenant> {

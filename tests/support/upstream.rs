@@ -189,11 +189,19 @@ async fn respond(
     } else {
         StatusCode::OK
     };
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let received = http_body_util::BodyExt::collect(req.into_body())
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes()
+        .len();
     let body = serde_json::json!({
         "upstream": state.name,
-        "method": req.method().as_str(),
-        "path": req.uri().path(),
+        "method": method,
+        "path": path,
         "headers": headers,
+        "body_bytes": received,
     });
     Ok(response(status, Bytes::from(body.to_string())))
 }

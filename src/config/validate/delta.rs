@@ -62,7 +62,10 @@ pub fn validate_delta(
 ) -> Result<Delta, ConfigErrors> {
     let routing = &current.routing;
     let folder = current.path.parent().unwrap_or_else(|| Path::new(""));
-    let mut v = Validator::default();
+    let mut v = Validator {
+        folder: folder.to_path_buf(),
+        ..Validator::default()
+    };
     let mut found = Vec::new();
 
     let removed = |kind: fn(&Entity) -> Option<&str>| -> HashSet<&str> {

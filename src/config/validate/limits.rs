@@ -3,6 +3,7 @@
 //! merged by `path_prefix`. `{ unlimited = true }` lifts an inherited limit.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{FastHash, Validator};
@@ -17,6 +18,7 @@ use crate::config::model::{
     DEFAULT_SYNC_INTERVAL_MS, DEFAULT_TENANT_SERIES_LIMIT,
 };
 use crate::tenant::TenantId;
+use crate::traffic_policy::IpList;
 
 /// A rate far above what one gateway serves: a typo rather than a limit.
 const MAX_REQUESTS_PER_SECOND: f64 = 10_000_000.0;
@@ -37,6 +39,10 @@ pub(super) struct LimitLayer {
     credential_rate: Option<Setting<Rate>>,
     concurrency: Option<Setting<ConcurrencyLimit>>,
     routes: Vec<(String, Setting<Rate>)>,
+    allow_ips: Option<Setting<Arc<IpList>>>,
+    deny_ips: Option<Setting<Arc<IpList>>>,
+    max_request_body_bytes: Option<Setting<u64>>,
+    max_request_header_bytes: Option<Setting<u64>>,
 }
 
 /// `[limits]` and every plan, for the tenants to draw on.
@@ -52,6 +58,10 @@ struct LayerFields<'a> {
     credential_rate_limit: Option<&'a RateLimitFile>,
     concurrency: Option<&'a ConcurrencyFile>,
     route_limits: &'a [RouteLimitFile],
+    allow_ips: Option<&'a [String]>,
+    deny_ips: Option<&'a [String]>,
+    max_request_body_bytes: Option<u64>,
+    max_request_header_bytes: Option<u64>,
 }
 
 impl<'a> From<&'a LimitsFile> for LayerFields<'a> {
@@ -61,6 +71,10 @@ impl<'a> From<&'a LimitsFile> for LayerFields<'a> {
             credential_rate_limit: l.credential_rate_limit.as_ref(),
             concurrency: l.concurrency.as_ref(),
             route_limits: &l.route_limits,
+            allow_ips: l.allow_ips.as_deref(),
+            deny_ips: l.deny_ips.as_deref(),
+            max_request_body_bytes: l.max_request_body_bytes,
+            max_request_header_bytes: l.max_request_header_bytes,
         }
     }
 }
@@ -72,6 +86,10 @@ impl<'a> From<&'a PlanFile> for LayerFields<'a> {
             credential_rate_limit: l.credential_rate_limit.as_ref(),
             concurrency: l.concurrency.as_ref(),
             route_limits: &l.route_limits,
+            allow_ips: l.allow_ips.as_deref(),
+            deny_ips: l.deny_ips.as_deref(),
+            max_request_body_bytes: l.max_request_body_bytes,
+            max_request_header_bytes: l.max_request_header_bytes,
         }
     }
 }
@@ -83,6 +101,10 @@ impl<'a> From<&'a TenantFile> for LayerFields<'a> {
             credential_rate_limit: l.credential_rate_limit.as_ref(),
             concurrency: l.concurrency.as_ref(),
             route_limits: &l.route_limits,
+            allow_ips: l.allow_ips.as_deref(),
+            deny_ips: l.deny_ips.as_deref(),
+            max_request_body_bytes: l.max_request_body_bytes,
+            max_request_header_bytes: l.max_request_header_bytes,
         }
     }
 }
@@ -128,12 +150,40 @@ impl LimitLayers {
                 }
             }
         }
+        let first = |field: fn(&LimitLayer) -> Option<Setting<Arc<IpList>>>| match layers
+            .iter()
+            .flatten()
+            .find_map(|l| field(l))
+        {
+            Some(Setting::Limit(list)) => Some(list),
+            _ => None,
+        };
+        let size = |field: fn(&LimitLayer) -> Option<Setting<u64>>| match layers
+            .iter()
+            .flatten()
+            .find_map(|l| field(l))
+        {
+            Some(Setting::Limit(n)) => Some(n),
+            _ => None,
+        };
         TenantLimits {
             rate: limit(pick(|l| l.rate)),
             credential_rate: limit(pick(|l| l.credential_rate)),
             concurrency,
             routes,
+            allow_ips: first(|l| l.allow_ips.clone()),
+            deny_ips: first(|l| l.deny_ips.clone()),
+            max_request_body_bytes: size(|l| l.max_request_body_bytes),
+            max_request_header_bytes: size(|l| l.max_request_header_bytes),
         }
+    }
+}
+
+/// A size limit; 0 lifts an inherited one.
+fn size_setting(bytes: u64) -> Setting<u64> {
+    match bytes {
+        0 => Setting::Unlimited,
+        n => Setting::Limit(n),
     }
 }
 
@@ -226,6 +276,26 @@ impl Validator {
             credential_rate,
             concurrency,
             routes,
+            allow_ips: f.allow_ips.map(|l| self.ip_list(&at.key("allow_ips"), l)),
+            deny_ips: f.deny_ips.map(|l| self.ip_list(&at.key("deny_ips"), l)),
+            max_request_body_bytes: f.max_request_body_bytes.map(size_setting),
+            max_request_header_bytes: f.max_request_header_bytes.map(size_setting),
+        }
+    }
+
+    /// An address list; `[]` lifts an inherited one.
+    fn ip_list(&mut self, at: &KeyPath, entries: &[String]) -> Setting<Arc<IpList>> {
+        if entries.is_empty() {
+            return Setting::Unlimited;
+        }
+        match IpList::parse(entries) {
+            Ok(list) => Setting::Limit(Arc::new(list)),
+            Err(bad) => {
+                for (i, why) in bad {
+                    self.errors.push(ConfigError::at_value(at.index(i), why));
+                }
+                Setting::Unlimited
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -25,11 +26,13 @@ use super::model::{
 use crate::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
 use crate::tls::certificate::{load_ca_bundle, load_pair, PemFile};
+use crate::traffic_policy::IpList;
 
 mod acme;
 mod delta;
 mod identity;
 mod limits;
+mod maintenance;
 mod store;
 
 pub use delta::{validate_delta, Delta, EntryChange, Mirror};
@@ -68,7 +71,10 @@ const RESERVED_HEADERS: &[&str] = &[
 
 /// Checks a decoded file and builds the model from it. `path` is only recorded, not read.
 pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<ConfigError>> {
-    let mut v = Validator::default();
+    let mut v = Validator {
+        folder: path.parent().unwrap_or_else(|| Path::new("")).to_path_buf(),
+        ..Validator::default()
+    };
     let mut gateway = v.gateway(&file.gateway);
     gateway.fleet = v.fleet(file.limits.redis.as_ref());
     let limit_layers = v.limit_layers(&file.limits, &file.plans);
@@ -116,6 +122,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     v.api_keys_unique(&mut HashMap::default(), &tenants);
     let tenant_ids: Vec<TenantId> = tenants.iter().map(|t| t.id.clone()).collect();
     let metrics = v.metrics(&file.metrics, &tenant_ids);
+    let trusted_proxies = v.trusted_proxies(file.gateway.trusted_proxies.as_deref());
 
     if !v.errors.is_empty() {
         return Err(v.errors);
@@ -129,6 +136,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
             tenant_header,
             tenant_header_spelling: intern(tenant_header_spelling),
             access_log: file.gateway.access_log.unwrap_or(true),
+            trusted_proxies,
             pools,
             tenants: tenants.into_iter().collect(),
             hosts,
@@ -236,6 +244,8 @@ impl ExactOwner {
 #[derive(Default)]
 struct Validator {
     errors: Vec<ConfigError>,
+    /// The config file's folder: files the config names are relative to it.
+    folder: PathBuf,
 }
 
 impl Validator {
@@ -347,6 +357,20 @@ impl Validator {
             token,
             metrics_require_token: a.metrics_require_token.unwrap_or(false),
             metrics_listen: None,
+        }
+    }
+
+    /// `[gateway] trusted_proxies`: addresses and networks.
+    fn trusted_proxies(&mut self, entries: Option<&[String]>) -> Arc<IpList> {
+        let at = KeyPath::root().key("gateway").key("trusted_proxies");
+        match IpList::parse(entries.unwrap_or_default()) {
+            Ok(list) => Arc::new(list),
+            Err(bad) => {
+                for (i, why) in bad {
+                    self.errors.push(ConfigError::at_value(at.index(i), why));
+                }
+                Arc::default()
+            }
         }
     }
 
@@ -700,6 +724,7 @@ impl Validator {
             .filter_map(|(i, r)| self.route_rule(&rules_at.index(i), r))
             .collect();
         let limits = self.tenant_limits(&at(), t, limit_layers);
+        let maintenance = self.maintenance(&at(), t.maintenance.as_ref());
         let (Some(id), Some(pool)) = (tenant_id, pool) else {
             return None;
         };
@@ -709,6 +734,7 @@ impl Validator {
             status: match t.status {
                 None | Some(TenantStatusFile::Active) => TenantStatus::Active,
                 Some(TenantStatusFile::Suspended) => TenantStatus::Suspended,
+                Some(TenantStatusFile::Maintenance) => TenantStatus::Maintenance,
             },
             pool,
             domains,
@@ -722,6 +748,7 @@ impl Validator {
             plan: t.plan.clone(),
             limits,
             acme: t.acme.unwrap_or(true),
+            maintenance,
         })
     }
 
