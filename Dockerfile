@@ -29,8 +29,8 @@ USER tenantgate
 # The shipped config names ../certs/ (here /etc/certs): development certificates make the image start
 # as it is. Mount your real certificates over /etc/certs (same file names, or your own config).
 RUN tenantgate certs dev --config /etc/tenantgate/gateway.toml
-# The data plane (HTTP, HTTPS); the admin API stays on the container's loopback unless the config says
-# otherwise.
-EXPOSE 8080 8443
+# The data plane (HTTP, HTTPS) and /metrics for Prometheus (with `[metrics] listen = "0.0.0.0:9464"`);
+# the admin API stays on the container's loopback unless the config says otherwise.
+EXPOSE 8080 8443 9464
 ENTRYPOINT ["/usr/local/bin/tenantgate"]
 CMD ["run", "--config", "/etc/tenantgate/gateway.toml"]

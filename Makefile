@@ -5,8 +5,9 @@
 #
 # Each installs what the build lacks first, on a machine that has none of it: cmake (Pingora's
 # zlib-ng) and protoc with the well-known .proto files (etcd-client). `make test` also installs
-# redis-server and etcd for the fleet tests, and pebble (Let's Encrypt's ACME test server) for the
-# certificate tests, which start and stop their own servers on loopback ports.
+# redis-server and etcd for the fleet tests, pebble (Let's Encrypt's ACME test server) for the
+# certificate tests, which start and stop their own servers on loopback ports, and grpcio (a real
+# gRPC server and client, in a virtualenv of its own) for the gRPC tests.
 
 CARGO ?= cargo
 # Runs the rest of the line with cmake and protoc at hand, or stops when they cannot be had.
@@ -18,7 +19,7 @@ demo:
 	$(WITH_BUILD_TOOLS) $(CARGO) run --locked -- demo
 
 test:
-	$(WITH_BUILD_TOOLS) && redis=$$(scripts/ensure-redis.sh) && etcd=$$(scripts/ensure-etcd.sh) && pebble=$$(scripts/ensure-pebble.sh) && TENANTGATE_REDIS_SERVER=$$redis TENANTGATE_ETCD=$$etcd TENANTGATE_PEBBLE_DIR=$$pebble $(CARGO) test --locked
+	$(WITH_BUILD_TOOLS) && redis=$$(scripts/ensure-redis.sh) && etcd=$$(scripts/ensure-etcd.sh) && pebble=$$(scripts/ensure-pebble.sh) && grpc=$$(scripts/ensure-grpcio.sh) && TENANTGATE_REDIS_SERVER=$$redis TENANTGATE_ETCD=$$etcd TENANTGATE_PEBBLE_DIR=$$pebble TENANTGATE_GRPC_PYTHON=$$grpc $(CARGO) test --locked
 
 fleet-demo:
 	$(WITH_BUILD_TOOLS) && $(CARGO) build --locked && scripts/fleet-demo.sh

@@ -26,11 +26,14 @@ fn routing_config(tenants: usize) -> RoutingConfig {
         upstreams: vec![UpstreamConfig {
             label: addr.to_string(),
             addr,
+            weight: 1,
         }],
         balancing: Balancing::RoundRobin,
         health_check: None,
         timeouts: PoolTimeouts::default(),
         tls: None,
+        retries: Default::default(),
+        protocol: Default::default(),
     };
     RoutingConfig {
         base_domains: vec!["yourapp.test".into()],

@@ -252,6 +252,33 @@ impl GatewayError {
         }
     }
 
+    /// The gRPC status a gRPC client gets instead of the JSON body (the codes of
+    /// `grpc/status.proto`): what the refusal means, as a gRPC client would act on it.
+    pub fn grpc_status(self) -> u8 {
+        use GatewayError::*;
+        match self {
+            BadRequest | BadHost | AmbiguousPath => 3, // INVALID_ARGUMENT
+            UnknownTenant => 5,                        // NOT_FOUND
+            TenantSuspended
+            | NoTenantClaim
+            | TenantMismatch
+            | TenantSwitchForbidden
+            | MissingRole
+            | IpNotAllowed => 7, // PERMISSION_DENIED
+            MissingCredentials | MalformedToken | UnsupportedAlgorithm | AlgorithmMismatch
+            | UnknownKeyId | InvalidSignature | TokenExpired | TokenNotYetValid | WrongIssuer
+            | WrongAudience | InvalidApiKey | ApiKeyRevoked | ApiKeyExpired => 16, // UNAUTHENTICATED
+            RateLimited | TenantOverloaded | RequestTooLarge | RequestHeadersTooLarge => 8, // RESOURCE_EXHAUSTED
+            TenantMaintenance
+            | MisdirectedRequest
+            | RateLimiterUnavailable
+            | NoHealthyUpstream
+            | UpstreamError => 14, // UNAVAILABLE
+            UpstreamTimeout => 4, // DEADLINE_EXCEEDED
+            InternalError => 13,  // INTERNAL
+        }
+    }
+
     /// `{"error": code, "message": ..., "request_id": ...}`.
     pub fn body(self, request_id: &str) -> Bytes {
         let body = serde_json::json!({
@@ -290,6 +317,21 @@ mod tests {
         assert_eq!(v["error"], "unknown_tenant");
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["message"], "no tenant is served at this host");
+    }
+
+    #[test]
+    fn grpc_clients_get_the_status_they_would_act_on() {
+        assert_eq!(GatewayError::UnknownTenant.grpc_status(), 5);
+        assert_eq!(GatewayError::TokenExpired.grpc_status(), 16);
+        assert_eq!(GatewayError::TenantMismatch.grpc_status(), 7);
+        assert_eq!(GatewayError::RateLimited.grpc_status(), 8);
+        assert_eq!(GatewayError::NoHealthyUpstream.grpc_status(), 14);
+        assert_eq!(GatewayError::UpstreamTimeout.grpc_status(), 4);
+        // Every 401 is UNAUTHENTICATED, and no refusal is OK (0).
+        for e in GatewayError::ALL {
+            assert_ne!(e.grpc_status(), 0, "{e}");
+            assert_eq!(e.is_unauthenticated(), e.grpc_status() == 16, "{e}");
+        }
     }
 
     #[test]

@@ -92,7 +92,7 @@ base_domains = ["yourapp.test"]
 
 [pools.shared]
 upstreams = ["127.0.0.1:9001"]
-retries = 3
+retry = 3
 
 [pools.empty]
 upstreams = []
@@ -113,7 +113,7 @@ domains = ["acme.example"]
     let stderr = text(&out.stderr);
     let p = path.display();
     for expected in [
-        format!("error: {p}:7:1: pools.shared.retries: unknown key"),
+        format!("error: {p}:7:1: pools.shared.retry: unknown key"),
         format!("error: {p}:2:15: gateway.http_listen: bad address \"0.0.0.0:80800\""),
         format!("error: {p}:10:13: pools.empty.upstreams: empty pool"),
         format!("error: {p}:13:8: tenants.acme.pool: unknown pool \"shard\" (pools are: empty, shared)"),

@@ -238,3 +238,99 @@ pool = "solo"
     );
     assert_eq!(only.hits(), 1);
 }
+
+const RETRYING: &str = r#"
+[gateway]
+http_listen = "{http}"
+base_domains = ["yourapp.test"]
+threads = 1
+
+[admin]
+listen = "{admin}"
+
+[pools.weighted]
+upstreams = [{ addr = "{one}", weight = 3 }, "{two}"]
+
+[pools.retrying]
+upstreams = ["{three}", "{four}"]
+# Every request may be retried once: the budget is no bound here.
+retries = { attempts = 2, on = ["connect", "5xx"], budget_percent = 100 }
+
+[pools.budgeted]
+upstreams = ["{five}", "{six}", "{seven}"]
+retries = { attempts = 3, on = ["5xx"], budget_percent = 10 }
+
+[tenants.acme]
+pool = "weighted"
+
+[tenants.globex]
+pool = "retrying"
+
+[tenants.initech]
+pool = "budgeted"
+"#;
+
+#[tokio::test]
+async fn weights_share_requests_and_5xx_retries_stay_within_attempts_and_the_budget() {
+    let names = ["one", "two", "three", "four", "five", "six", "seven"];
+    let mut upstreams = Vec::new();
+    for name in names {
+        upstreams.push(Upstream::start(name).await);
+    }
+    let refs: Vec<&Upstream> = upstreams.iter().collect();
+    let gw = Gateway::start(RETRYING, &refs).await;
+    let hits = |i: usize| upstreams[i].hits();
+
+    // Weighted round robin: exactly 3 to 1 over whole turns.
+    for _ in 0..400 {
+        assert_eq!(send(gw.get("acme.yourapp.test", "/")).await.status, 200);
+    }
+    assert_eq!((hits(0), hits(1)), (300, 100));
+
+    // A 5xx goes to the other upstream for an idempotent request; a POST keeps its 5xx.
+    upstreams[2].set_failing(true);
+    for _ in 0..20 {
+        let r = send(gw.get("globex.yourapp.test", "/")).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["upstream"], "four");
+    }
+    let mut posted = Vec::new();
+    for _ in 0..4 {
+        let r = send(
+            gw.client
+                .post(format!("http://{}/", gw.http))
+                .header("Host", "globex.yourapp.test"),
+        )
+        .await;
+        posted.push(r.status);
+    }
+    assert!(posted.contains(&500), "{posted:?}");
+    // Both upstreams failing: the last attempt's 5xx is the answer, after exactly `attempts`.
+    upstreams[3].set_failing(true);
+    let before = hits(2) + hits(3);
+    let r = send(gw.get("globex.yourapp.test", "/")).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(hits(2) + hits(3) - before, 2);
+
+    // Every upstream failing: retries stop at the budget (10 % of requests, at least 10 a window),
+    // so an outage costs the upstreams about 1.1 times the traffic, not `attempts` times.
+    for u in &upstreams[4..7] {
+        u.set_failing(true);
+    }
+    let requests = 200;
+    for _ in 0..requests {
+        assert_eq!(send(gw.get("initech.yourapp.test", "/")).await.status, 500);
+    }
+    let sent = hits(4) + hits(5) + hits(6);
+    assert!(sent >= requests + 10, "{sent}: retries were made");
+    assert!(
+        sent <= requests + 10 + requests / 10 + 2,
+        "{sent}: over the budget"
+    );
+    let m = support::metrics::scrape(&gw).await;
+    let refused = m.value(
+        tenantgate::metrics::names::UPSTREAM_RETRIES_REFUSED_TOTAL,
+        &[("pool", "budgeted"), ("reason", "budget")],
+    );
+    assert!(refused > 0.0, "{}", m.text);
+}

@@ -57,6 +57,7 @@ pub(super) fn pools(table: &RoutingTable) -> Value {
                     json!({
                         "address": u.label,
                         "resolved": u.addr.to_string(),
+                        "weight": u.weight(),
                         "healthy": u.state.is_healthy(),
                         "ejected": u.state.is_ejected(),
                         "available": u.state.is_available(),
@@ -67,6 +68,7 @@ pub(super) fn pools(table: &RoutingTable) -> Value {
             json!({
                 "name": p.name(),
                 "load_balancing": p.config.balancing.as_str(),
+                "protocol": p.config.protocol.as_str(),
                 "health_check": p.config.health_check.is_some(),
                 "available": p.has_available(),
                 "upstreams": upstreams,

@@ -602,9 +602,12 @@ pub fn summary(c: &GatewayConfig) -> String {
         .map_or_else(String::new, |a| format!(" · https {a}"));
     let _ = writeln!(
         out,
-        "  listen   http {}{https} · admin {} · {} worker thread{}",
+        "  listen   http {}{https} · admin {}{} · {} worker thread{}",
         c.gateway.http_listen,
         c.admin.listen,
+        c.admin
+            .metrics_listen
+            .map_or_else(String::new, |m| format!(" · metrics {m}")),
         c.gateway.threads,
         if c.gateway.threads == 1 { "" } else { "s" }
     );

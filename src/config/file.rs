@@ -289,8 +289,11 @@ pub struct AdminFile {
 /// `[pools.<name>]`: a set of interchangeable upstreams and how to use them.
 #[derive(Debug, Default, Deserialize)]
 pub struct PoolFile {
+    /// `"IP:PORT"` or `"HOST:PORT"`, or `{ addr = "...", weight = 3 }`.
     #[serde(default)]
-    pub upstreams: Vec<String>,
+    pub upstreams: Vec<UpstreamFile>,
+    /// Retries on another upstream, and the budget that keeps them from multiplying an outage.
+    pub retries: Option<RetriesFile>,
     pub load_balancing: Option<LoadBalancingFile>,
     pub health_check: Option<HealthCheckFile>,
     pub connect_timeout_ms: Option<u64>,
@@ -303,6 +306,82 @@ pub struct PoolFile {
     pub fail_timeout_ms: Option<u64>,
     /// Reach the upstreams over TLS.
     pub tls: Option<UpstreamTlsFile>,
+    /// `http1` (default), `h2` (HTTP/2 over the pool's `tls`, by ALPN) or `h2c` (HTTP/2 in the
+    /// clear, by prior knowledge): what gRPC backends speak.
+    pub protocol: Option<UpstreamProtocolFile>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocolFile {
+    Http1,
+    H2,
+    H2c,
+}
+
+/// One entry of a pool's `upstreams`: an address, or an address with a weight.
+#[derive(Debug, Clone)]
+pub struct UpstreamFile {
+    pub addr: String,
+    /// Its share of the pool's requests against the others' (default 1).
+    pub weight: Option<u32>,
+}
+
+/// The table form of an upstream, with its keys checked like every other table's.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WeightedUpstreamFile {
+    addr: String,
+    weight: Option<u32>,
+}
+
+impl<'de> Deserialize<'de> for UpstreamFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = UpstreamFile;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("\"IP:PORT\", \"HOST:PORT\" or { addr = \"...\", weight = N }")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<UpstreamFile, E> {
+                Ok(UpstreamFile {
+                    addr: s.to_owned(),
+                    weight: None,
+                })
+            }
+
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                map: M,
+            ) -> Result<UpstreamFile, M::Error> {
+                let w = WeightedUpstreamFile::deserialize(
+                    serde::de::value::MapAccessDeserializer::new(map),
+                )?;
+                Ok(UpstreamFile {
+                    addr: w.addr,
+                    weight: w.weight,
+                })
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+/// `retries = { attempts = 3, on = ["connect", "5xx", "reset"], methods = [...], budget_percent = 20 }`.
+#[derive(Debug, Default, Deserialize)]
+pub struct RetriesFile {
+    /// Tries per request, the first included. Default 2.
+    pub attempts: Option<u32>,
+    /// What is retried: `connect` (nothing was sent), `reset` (the connection broke before a
+    /// response), `5xx` (the upstream answered 500 to 599). Default `["connect", "reset"]`.
+    pub on: Option<Vec<String>>,
+    /// Methods retried after `reset` or `5xx` (something was sent). Default the idempotent ones.
+    pub methods: Option<Vec<String>>,
+    /// Retries within a 10 s window, as a percent of the pool's requests in it (at least 10
+    /// retries). Default 20.
+    pub budget_percent: Option<u32>,
 }
 
 /// `tls = { ... }` inside a pool.

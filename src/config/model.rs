@@ -630,6 +630,29 @@ pub struct PoolConfig {
     pub timeouts: PoolTimeouts,
     /// The upstreams are reached over TLS.
     pub tls: Option<UpstreamTls>,
+    pub retries: RetryPolicy,
+    pub protocol: UpstreamProtocol,
+}
+
+/// What a pool's upstreams speak.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS, agreed by ALPN.
+    H2,
+    /// HTTP/2 in the clear, by prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -657,6 +680,50 @@ pub struct UpstreamConfig {
     /// The address as the operator wrote it (`10.0.0.5:8080`, `backend.internal:8080`), for logs.
     pub label: String,
     pub addr: SocketAddr,
+    /// Its share of the pool's requests against the others' (1 to `MAX_UPSTREAM_WEIGHT`).
+    pub weight: u32,
+}
+
+pub const MAX_UPSTREAM_WEIGHT: u32 = 100;
+
+/// When a request is tried again on another upstream of its pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Tries per request, the first included; `None`: as many as the pool has upstreams (what a
+    /// pool without `retries` does).
+    pub attempts: Option<u32>,
+    pub on_connect: bool,
+    pub on_reset: bool,
+    pub on_5xx: bool,
+    /// Methods retried after something was sent (`reset`, `5xx`); `None`: the idempotent ones.
+    pub methods: Option<Vec<http::Method>>,
+    /// Retries in a window, as a percent of the window's requests; `None`: no budget.
+    pub budget_percent: Option<u32>,
+}
+
+impl Default for RetryPolicy {
+    /// A pool without `retries`: failed connections go to the next upstream, and idempotent
+    /// requests whose connection broke before a response, as nginx's `proxy_next_upstream error`.
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: None,
+            on_connect: true,
+            on_reset: true,
+            on_5xx: false,
+            methods: None,
+            budget_percent: None,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Whether `method` may be sent again once something reached the upstream.
+    pub fn replays(&self, method: &http::Method) -> bool {
+        match &self.methods {
+            Some(methods) => methods.contains(method),
+            None => method.is_idempotent(),
+        }
+    }
 }
 
 /// How a pool spreads requests over its available upstreams.

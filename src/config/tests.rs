@@ -911,3 +911,89 @@ max_request_body_bytes = 10
     assert!(initech.deny_ips.is_some());
     assert_eq!(initech.max_request_body_bytes, Some(10));
 }
+
+#[test]
+fn weights_and_retries_are_checked_with_their_keys() {
+    let text = r#"
+[pools.shared]
+upstreams = [{ addr = "127.0.0.1:9001", weight = 3 }, "127.0.0.1:9002", { addr = "127.0.0.1:9003", weight = 0 }]
+retries = { attempts = 11, on = ["connect", "timeout"], methods = ["GET", "BAD METHOD"], budget_percent = 0 }
+
+[tenants.acme]
+pool = "shared"
+"#;
+    let errs = errors(text);
+    let keys: Vec<&str> = errs.iter().filter_map(|e| e.split(": ").nth(1)).collect();
+    assert_eq!(
+        keys,
+        [
+            "pools.shared.upstreams[2].weight",
+            "pools.shared.retries.attempts",
+            "pools.shared.retries.on[1]",
+            "pools.shared.retries.methods[1]",
+            "pools.shared.retries.budget_percent",
+        ],
+        "{errs:#?}"
+    );
+    let typo = errors(
+        "[pools.shared]\nupstreams = [{ addr = \"127.0.0.1:9001\", wieght = 2 }]\n\n[tenants.acme]\npool = \"shared\"\n",
+    );
+    assert_eq!(typo.len(), 1, "{typo:#?}");
+    assert!(
+        typo[0].contains("pools.shared.upstreams[0].wieght: unknown field `wieght`"),
+        "{}",
+        typo[0]
+    );
+
+    let c = ok(r#"
+[pools.shared]
+upstreams = [{ addr = "127.0.0.1:9001", weight = 3 }, "127.0.0.1:9002"]
+retries = { on = ["5xx"], methods = ["get", "POST"] }
+
+[tenants.acme]
+pool = "shared"
+"#);
+    let pool = &c.routing.pools[0];
+    assert_eq!(
+        pool.upstreams.iter().map(|u| u.weight).collect::<Vec<_>>(),
+        [3, 1]
+    );
+    let r = &pool.retries;
+    assert_eq!((r.attempts, r.budget_percent), (Some(2), Some(20)));
+    assert!(r.on_5xx && !r.on_connect && !r.on_reset);
+    assert!(r.replays(&http::Method::POST) && !r.replays(&http::Method::PUT));
+}
+
+#[test]
+fn an_http_2_pool_says_how_it_is_reached() {
+    let errs = errors(
+        r#"
+[pools.clear]
+upstreams = ["127.0.0.1:9001"]
+protocol = "h2"
+
+[pools.secure]
+upstreams = ["127.0.0.1:9002"]
+protocol = "h2c"
+tls = { sni = "grpc.internal", verify = false }
+
+[pools.checked]
+upstreams = ["127.0.0.1:9003"]
+protocol = "h2c"
+health_check = { path = "/healthz" }
+
+[tenants.acme]
+pool = "clear"
+"#,
+    );
+    let keys: Vec<&str> = errs.iter().filter_map(|e| e.split(": ").nth(1)).collect();
+    assert_eq!(
+        keys,
+        [
+            "pools.clear.protocol",
+            "pools.secure.protocol",
+            "pools.checked.health_check.path",
+        ],
+        "{errs:#?}"
+    );
+}

@@ -109,6 +109,7 @@ pub struct Metrics {
     tenant_series: IntGauge,
     errors: [IntCounter; GatewayError::ALL.len()],
     retries: IntCounter,
+    retries_refused: IntCounterVec,
     ejections: IntCounterVec,
     upstream_healthy: IntGaugeVec,
     generation: IntGauge,
@@ -258,7 +259,12 @@ impl Metrics {
         let errors = GatewayError::ALL.map(|e| errors_vec.with_label_values(&[e.code()]));
         let retries = counter(
             UPSTREAM_RETRIES_TOTAL,
-            "Requests sent to another upstream after a failed connection",
+            "Requests sent to another upstream after a failed connection, a broken one or a 5xx (as the pool's retries say)",
+        );
+        let retries_refused = counter_vec(
+            UPSTREAM_RETRIES_REFUSED_TOTAL,
+            "Retries a pool did not make: the request had its attempts, or the pool's retry budget was spent",
+            &[LABEL_POOL, LABEL_REASON],
         );
         let ejections = counter_vec(
             UPSTREAM_EJECTIONS_TOTAL,
@@ -337,6 +343,7 @@ impl Metrics {
             tenant_series,
             errors,
             retries,
+            retries_refused,
             ejections,
             upstream_healthy,
             generation,
@@ -518,6 +525,10 @@ impl Metrics {
     }
 
     /// The ejection counter of one upstream, resolved when its pool is built.
+    pub fn retries_refused(&self, pool: &str, reason: &str) -> IntCounter {
+        self.retries_refused.with_label_values(&[pool, reason])
+    }
+
     pub fn upstream_ejections(&self, pool: &str, upstream: &str) -> IntCounter {
         self.ejections.with_label_values(&[pool, upstream])
     }

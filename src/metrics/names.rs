@@ -19,6 +19,7 @@ pub const IN_FLIGHT_REQUESTS: &str = "tenantgate_in_flight_requests";
 // Gateway-wide.
 pub const GATEWAY_ERRORS_TOTAL: &str = "tenantgate_gateway_errors_total";
 pub const UPSTREAM_RETRIES_TOTAL: &str = "tenantgate_upstream_retries_total";
+pub const UPSTREAM_RETRIES_REFUSED_TOTAL: &str = "tenantgate_upstream_retries_refused_total";
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "tenantgate_upstream_ejections_total";
 pub const UPSTREAM_HEALTHY: &str = "tenantgate_upstream_healthy";
 pub const CONFIG_GENERATION: &str = "tenantgate_config_generation";
@@ -55,6 +56,7 @@ pub const ALL: &[&str] = &[
     IN_FLIGHT_REQUESTS,
     GATEWAY_ERRORS_TOTAL,
     UPSTREAM_RETRIES_TOTAL,
+    UPSTREAM_RETRIES_REFUSED_TOTAL,
     UPSTREAM_EJECTIONS_TOTAL,
     UPSTREAM_HEALTHY,
     CONFIG_GENERATION,
@@ -92,6 +94,8 @@ pub const LABEL_CERT: &str = "cert";
 /// The first DNS name a certificate serves.
 pub const LABEL_NAME: &str = "name";
 pub const LABEL_OUTCOME: &str = "outcome";
+/// Why a retry was not made: `attempts` or `budget`.
+pub const LABEL_REASON: &str = "reason";
 /// The `cert` value of certificates issued by ACME (their `name` is the domain).
 pub const ACME_CERT: &str = "acme";
 

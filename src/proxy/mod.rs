@@ -112,11 +112,48 @@ pub struct RequestCtx {
     /// The tenant's `max_request_body_bytes`, counted against the body as it streams.
     body_limit: Option<u64>,
     body_bytes: u64,
+    /// `upstream_response_filter` refused a 5xx so that another upstream gets the request.
+    retrying_status: bool,
+}
+
+/// What went wrong with an attempt, as a pool's `retries.on` names it.
+#[derive(Debug, Clone, Copy)]
+enum RetryCause {
+    /// No connection: nothing was sent.
+    Connect,
+    /// The connection broke before a response.
+    Reset,
+    /// The upstream answered 5xx.
+    Status,
 }
 
 impl RequestCtx {
     fn pool(&self) -> Option<&crate::upstream::Pool> {
         self.table.pool(self.route?.pool).map(|p| &**p)
+    }
+
+    /// Whether the request may go to another upstream after `cause`: the pool's `retries` name
+    /// the cause, the method may be sent again when something was sent, and the request's
+    /// attempts and the pool's budget have room. After a response (a 5xx), another upstream must
+    /// also be there to take it, or the client would get `no_healthy_upstream` for a response it
+    /// could have had; after a failed connection, that is the right answer.
+    fn may_retry(&self, cause: RetryCause, method: &http::Method) -> bool {
+        let Some(pool) = self.pool() else {
+            return false;
+        };
+        let policy = &pool.config.retries;
+        let wanted = match cause {
+            RetryCause::Connect => policy.on_connect,
+            RetryCause::Reset => policy.on_reset && policy.replays(method),
+            RetryCause::Status => {
+                let mut tried = self.refused;
+                if let Some(current) = self.upstream {
+                    tried.insert(current);
+                }
+                policy.on_5xx && policy.replays(method) && pool.has_untried(tried)
+            }
+        };
+        wanted && pool.allow_retry(self.attempts).is_ok()
     }
 
     /// Chooses an available upstream of the route's pool that has not refused this request, and
@@ -174,6 +211,7 @@ impl ProxyHttp for Gateway {
             upstream_errors: 0,
             body_limit: None,
             body_bytes: 0,
+            retrying_status: false,
         }
     }
 
@@ -222,7 +260,12 @@ impl ProxyHttp for Gateway {
                     .and_then(|i| ctx.table.tenant(i))
                     .and_then(|t| t.limits.max_request_body_bytes);
                 match ctx.choose_upstream() {
-                    true => return Ok(false),
+                    true => {
+                        if let Some(pool) = ctx.pool() {
+                            pool.note_request();
+                        }
+                        return Ok(false);
+                    }
                     false => Refusal {
                         error: GatewayError::NoHealthyUpstream,
                         tenant: ctx.tenant,
@@ -314,7 +357,7 @@ impl ProxyHttp for Gateway {
     /// again and picks another. The returned error decides the retry.
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
@@ -330,10 +373,11 @@ impl ProxyHttp for Gateway {
             pool.eject(index);
             ctx.refused.insert(index);
         }
+        // Nothing was sent yet, so another upstream may take the request whatever its method.
+        let retry = ctx.may_retry(RetryCause::Connect, &session.req_header().method);
         ctx.in_flight = None;
         ctx.upstream_errors += 1;
-        // Nothing was sent yet, so another upstream may take the request whatever its method.
-        e.set_retry(true);
+        e.set_retry(retry);
         e
     }
 
@@ -351,15 +395,20 @@ impl ProxyHttp for Gateway {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
-            && session.response_written().is_none();
+        if std::mem::take(&mut ctx.retrying_status) {
+            // A 5xx this gateway turned into an error so that another upstream gets the request.
+            e.set_retry(true);
+            return e;
+        }
+        let replayable =
+            !session.as_ref().retry_buffer_truncated() && session.response_written().is_none();
         let lost_connection = matches!(
             e.etype,
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
+        let method = &session.req_header().method;
         match (replayable, lost_connection) {
-            (true, true) => {
+            (true, true) if ctx.may_retry(RetryCause::Reset, method) => {
                 if let Some(index) = ctx.upstream {
                     ctx.refused.insert(index);
                 }
@@ -367,8 +416,8 @@ impl ProxyHttp for Gateway {
                 ctx.upstream_errors += 1;
                 e.set_retry(true);
             }
-            (true, false) => e.retry.decide_reuse(client_reused),
-            (false, _) => e.set_retry(false),
+            (true, false) if method.is_idempotent() => e.retry.decide_reuse(client_reused),
+            _ => e.set_retry(false),
         }
         e
     }
@@ -399,15 +448,32 @@ impl ProxyHttp for Gateway {
         forward_headers(upstream_request, &forwarded)
     }
 
-    /// Notes when the upstream's response header arrived, for the upstream-time metric. `Err` fails
-    /// the request.
+    /// Notes when the upstream's response header arrived, for the upstream-time metric; a 5xx of a
+    /// pool that retries on `5xx` goes to another upstream instead. `Err` fails the attempt (a
+    /// retryable one for that 5xx).
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_seconds = ctx.upstream_started.map(|t| t.elapsed().as_secs_f64());
+        let status = upstream_response.status.as_u16();
+        if status >= 500
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.may_retry(RetryCause::Status, &session.req_header().method)
+        {
+            if let Some(index) = ctx.upstream {
+                ctx.refused.insert(index);
+            }
+            ctx.in_flight = None;
+            ctx.upstream_errors += 1;
+            ctx.retrying_status = true;
+            return Error::e_explain(
+                ErrorType::HTTPStatus(status),
+                "the upstream answered 5xx; another upstream gets the request",
+            );
+        }
         Ok(())
     }
 
@@ -584,12 +650,52 @@ async fn respond_with_challenge(
     session.write_response_body(Some(body), true).await
 }
 
+/// A gRPC request (`content-type: application/grpc...`): its refusals are gRPC statuses.
+fn is_grpc(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A refusal as gRPC says it: `200` and `content-type: application/grpc`, then `grpc-status`
+/// and `grpc-message` as trailers (Pingora ends an HTTP/2 stream after its headers with an empty
+/// DATA frame, so headers alone would not be a "trailers-only" answer that gRPC clients read).
+async fn respond_with_grpc_status(
+    session: &mut Session,
+    error: GatewayError,
+    request_id: &HeaderValue,
+) -> Result<()> {
+    let status = HeaderValue::from(u16::from(error.grpc_status()));
+    // Percent-encoding is not needed: the messages are plain ASCII without `%`.
+    let message = HeaderValue::from_static(error.message());
+    let mut resp = ResponseHeader::build(StatusCode::OK, Some(5))?;
+    resp.insert_header(CONTENT_TYPE, HeaderValue::from_static("application/grpc"))?;
+    resp.insert_header("tenantgate-error", HeaderValue::from_static(error.code()))?;
+    resp.insert_header(X_REQUEST_ID_WIRE, request_id.clone())?;
+    if !session.as_ref().is_http2() {
+        // gRPC over HTTP/1 (gRPC-Web bridges): the status in the headers is all there is.
+        resp.insert_header("grpc-status", status)?;
+        resp.insert_header("grpc-message", message)?;
+        return session.write_response_header(Box::new(resp), true).await;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    let mut trailers = http::HeaderMap::with_capacity(2);
+    trailers.insert("grpc-status", status);
+    trailers.insert("grpc-message", message);
+    session.as_mut().write_response_trailers(trailers).await
+}
+
 async fn respond_with_error(
     session: &mut Session,
     error: GatewayError,
     request_id: &HeaderValue,
     limited: Option<Limited>,
 ) -> Result<()> {
+    if is_grpc(session) {
+        return respond_with_grpc_status(session, error, request_id).await;
+    }
     let body: Bytes = error.body(request_id.to_str().unwrap_or(""));
     let mut resp = ResponseHeader::build(error.status(), Some(4))?;
     resp.insert_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))?;

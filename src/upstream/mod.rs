@@ -12,11 +12,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use pingora::protocols::tls::CaType;
+use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::WrappedX509;
 use prometheus::IntCounter;
 
-use crate::config::model::{Balancing, PoolConfig, UpstreamTls};
+use crate::config::model::{Balancing, PoolConfig, UpstreamProtocol, UpstreamTls};
 use crate::metrics::Metrics;
 
 /// Idle connections kept per upstream address when `upstream_keepalive` is left out: enough for a
@@ -123,6 +124,7 @@ impl UpstreamState {
 pub struct Upstream {
     pub label: String,
     pub addr: SocketAddr,
+    weight: u32,
     /// Built once at load time with the pool's timeouts; cloned per request (no DNS, no parsing).
     pub peer: HttpPeer,
     pub state: Arc<UpstreamState>,
@@ -130,15 +132,37 @@ pub struct Upstream {
     ejections: IntCounter,
 }
 
-/// A peer for one upstream address: plain, or TLS with the pool's SNI, verification and CA.
-fn peer_for(addr: SocketAddr, tls: Option<&UpstreamTls>, ca: Option<&Arc<CaType>>) -> HttpPeer {
-    let Some(tls) = tls else {
-        return HttpPeer::new(addr, false, String::new());
+impl Upstream {
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+/// Requests one HTTP/2 upstream connection carries at once (Pingora's default is 1).
+const H2_STREAMS_PER_CONNECTION: usize = 100;
+
+/// A peer for one upstream address: plain, or TLS with the pool's SNI, verification and CA; over
+/// HTTP/2 for `h2` (by ALPN) and `h2c` (prior knowledge: the only protocol Pingora then allows).
+fn peer_for(
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    ca: Option<&Arc<CaType>>,
+    protocol: UpstreamProtocol,
+) -> HttpPeer {
+    let mut peer = match tls {
+        None => HttpPeer::new(addr, false, String::new()),
+        Some(tls) => {
+            let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+            peer.options.ca = ca.cloned();
+            peer
+        }
     };
-    let mut peer = HttpPeer::new(addr, true, tls.sni.clone());
-    peer.options.verify_cert = tls.verify;
-    peer.options.verify_hostname = tls.verify;
-    peer.options.ca = ca.cloned();
+    if protocol != UpstreamProtocol::Http1 {
+        peer.options.alpn = ALPN::H2;
+        peer.options.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
     peer
 }
 
@@ -182,6 +206,116 @@ pub struct Pool {
     tls_ca: Option<Arc<CaType>>,
     upstreams: Box<[Upstream]>,
     cursor: AtomicUsize,
+    /// With weights: upstream indices in smooth weighted round-robin order (nginx's algorithm,
+    /// run once here), so a pick stays one atomic add and a lookup. Empty when all weigh 1.
+    schedule: Box<[u16]>,
+    /// With `retries`: how many retries the pool's traffic allows now.
+    budget: Option<RetryBudget>,
+    refused_retries: RefusedRetries,
+}
+
+/// Retries refused, by why; resolved once per pool.
+#[derive(Debug)]
+struct RefusedRetries {
+    budget: IntCounter,
+    attempts: IntCounter,
+}
+
+/// Why a retry was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoRetry {
+    /// The request has had its `attempts`.
+    Attempts,
+    /// The pool's retries in this window are at `budget_percent` of its requests.
+    Budget,
+}
+
+/// Retries allowed in a window whatever the traffic: a quiet pool still retries a blip.
+const MIN_RETRIES_PER_WINDOW: u64 = 10;
+const BUDGET_WINDOW_MS: u64 = 10_000;
+
+/// Retries as a share of requests, over a window of `BUDGET_WINDOW_MS` (and the window before it
+/// for the requests, so a new window does not start with no room). Atomics only; a race at a
+/// window's turn may let a retry or two more through, never an unbounded number.
+#[derive(Debug)]
+pub struct RetryBudget {
+    percent: u64,
+    window: AtomicU64,
+    requests: AtomicU64,
+    previous_requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl RetryBudget {
+    pub fn new(percent: u32) -> Self {
+        RetryBudget {
+            percent: u64::from(percent),
+            window: AtomicU64::new(now_ms() / BUDGET_WINDOW_MS),
+            requests: AtomicU64::new(0),
+            previous_requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        }
+    }
+
+    fn roll(&self, now_ms: u64) {
+        let window = now_ms / BUDGET_WINDOW_MS;
+        let seen = self.window.load(Ordering::Relaxed);
+        if seen != window
+            && self
+                .window
+                .compare_exchange(seen, window, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let last = self.requests.swap(0, Ordering::Relaxed);
+            // A window with no traffic in between leaves nothing to count.
+            let carried = if window == seen + 1 { last } else { 0 };
+            self.previous_requests.store(carried, Ordering::Relaxed);
+            self.retries.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn note_request(&self, now_ms: u64) {
+        self.roll(now_ms);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn try_retry(&self, now_ms: u64) -> bool {
+        self.roll(now_ms);
+        let requests =
+            self.requests.load(Ordering::Relaxed) + self.previous_requests.load(Ordering::Relaxed);
+        let allowed = (requests * self.percent / 100).max(MIN_RETRIES_PER_WINDOW);
+        if self.retries.fetch_add(1, Ordering::Relaxed) < allowed {
+            return true;
+        }
+        self.retries.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+}
+
+/// Smooth weighted round robin over `weights`, one full turn: each index appears its weight's
+/// number of times, spread out (weights 3, 1 give 0, 0, 1, 0).
+fn weighted_schedule(weights: &[u32]) -> Box<[u16]> {
+    if weights.iter().all(|&w| w == 1) {
+        return Box::new([]);
+    }
+    let total: i64 = weights.iter().map(|&w| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut out = Vec::with_capacity(usize::try_from(total).unwrap_or(0));
+    for _ in 0..total {
+        for (c, &w) in current.iter_mut().zip(weights) {
+            *c += i64::from(w);
+        }
+        let Some((best, _)) = current
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (**c, -(*i as i64)))
+        else {
+            break;
+        };
+        current[best] -= total;
+        out.push(u16::try_from(best).unwrap_or(u16::MAX));
+    }
+    out.into()
 }
 
 impl Pool {
@@ -198,7 +332,12 @@ impl Pool {
             .upstreams
             .iter()
             .map(|u| {
-                let mut peer = peer_for(u.addr, config.tls.as_ref(), tls_ca.as_ref());
+                let mut peer = peer_for(
+                    u.addr,
+                    config.tls.as_ref(),
+                    tls_ca.as_ref(),
+                    config.protocol,
+                );
                 peer.options.connection_timeout = Some(t.connect);
                 peer.options.read_timeout = Some(t.read);
                 peer.options.write_timeout = Some(t.write);
@@ -206,6 +345,7 @@ impl Pool {
                 Upstream {
                     label: u.label.clone(),
                     addr: u.addr,
+                    weight: u.weight,
                     peer,
                     state: match states(u.addr) {
                         // With no active check left, nothing would ever mark a carried-over
@@ -221,11 +361,48 @@ impl Pool {
                 }
             })
             .collect();
+        let weights: Vec<u32> = config.upstreams.iter().map(|u| u.weight).collect();
+        let metrics = Metrics::get();
         Pool {
+            schedule: weighted_schedule(&weights),
+            budget: config.retries.budget_percent.map(RetryBudget::new),
+            refused_retries: RefusedRetries {
+                budget: metrics.retries_refused(&config.name, "budget"),
+                attempts: metrics.retries_refused(&config.name, "attempts"),
+            },
             config,
             tls_ca,
             upstreams,
             cursor: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts a request for the retry budget (a pool without one counts nothing).
+    pub fn note_request(&self) {
+        if let Some(budget) = &self.budget {
+            budget.note_request(now_ms());
+        }
+    }
+
+    /// Whether a request that has been tried `attempts` times may be tried again, by the pool's
+    /// `attempts` and its budget; a refusal is counted.
+    pub fn allow_retry(&self, attempts: u32) -> Result<(), NoRetry> {
+        let refused = match self.config.retries.attempts {
+            Some(max) if attempts >= max => Some(NoRetry::Attempts),
+            _ => match &self.budget {
+                Some(budget) if !budget.try_retry(now_ms()) => Some(NoRetry::Budget),
+                _ => None,
+            },
+        };
+        match refused {
+            None => Ok(()),
+            Some(why) => {
+                match why {
+                    NoRetry::Attempts => self.refused_retries.attempts.inc(),
+                    NoRetry::Budget => self.refused_retries.budget.inc(),
+                }
+                Err(why)
+            }
         }
     }
 
@@ -247,6 +424,15 @@ impl Pool {
         self.upstreams.get(index)
     }
 
+    /// Whether an upstream not in `tried` could take a request now (available, or at least healthy
+    /// by active checks, as `select` would try).
+    pub fn has_untried(&self, tried: Tried) -> bool {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .any(|(i, u)| !tried.contains(i) && u.state.is_healthy())
+    }
+
     /// Whether any upstream can take a request now.
     pub fn has_available(&self) -> bool {
         self.upstreams.iter().any(|u| u.state.is_available())
@@ -265,26 +451,43 @@ impl Pool {
 
     fn pick(&self, usable: impl Fn(usize) -> bool) -> Option<usize> {
         let n = self.upstreams.len();
+        // A turn of the schedule, or of the upstreams when they all weigh the same.
+        let turn = match self.schedule.len() {
+            0 => n,
+            len => len,
+        };
+        let slot = |j: usize| match self.schedule.get(j % turn.max(1)) {
+            Some(&i) => usize::from(i),
+            None => j % n.max(1),
+        };
         match self.config.balancing {
             Balancing::RoundRobin => {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                (0..n)
-                    .map(|k| start.wrapping_add(k) % n)
+                (0..turn)
+                    .map(|k| slot(start.wrapping_add(k)))
                     .find(|&i| usable(i))
             }
             Balancing::LeastRequest => {
-                let load = |i: usize| self.upstreams[i].state.in_flight();
+                let weight = |i: usize| u64::from(self.upstreams[i].weight());
+                let load = |i: usize| self.upstreams[i].state.in_flight() as u64;
+                // Lighter is fewer requests per unit of weight: a/wa < b/wb.
+                let lighter = |a: usize, b: usize| load(b) * weight(a) < load(a) * weight(b);
                 if n >= 2 {
-                    let a = fastrand::usize(..n);
-                    let b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                    let a = slot(fastrand::usize(..turn));
+                    let mut b = slot(fastrand::usize(..turn));
+                    if b == a {
+                        b = (a + 1 + fastrand::usize(..n - 1)) % n;
+                    }
                     match (usable(a), usable(b)) {
-                        (true, true) => return Some(if load(b) < load(a) { b } else { a }),
+                        (true, true) => return Some(if lighter(a, b) { b } else { a }),
                         (true, false) => return Some(a),
                         (false, true) => return Some(b),
                         (false, false) => {}
                     }
                 }
-                (0..n).filter(|&i| usable(i)).min_by_key(|&i| load(i))
+                (0..n)
+                    .filter(|&i| usable(i))
+                    .reduce(|best, i| if lighter(best, i) { i } else { best })
             }
         }
     }
@@ -341,6 +544,7 @@ mod tests {
                     UpstreamConfig {
                         label: addr.to_string(),
                         addr,
+                        weight: 1,
                     }
                 })
                 .collect(),
@@ -348,7 +552,66 @@ mod tests {
             health_check: None,
             timeouts: PoolTimeouts::default(),
             tls: None,
+            retries: Default::default(),
+            protocol: Default::default(),
         }
+    }
+
+    fn weighted(weights: &[u32], balancing: Balancing) -> Pool {
+        let mut config = pool_config(weights.len() as u16, balancing);
+        for (u, &w) in config.upstreams.iter_mut().zip(weights) {
+            u.weight = w;
+        }
+        Pool::new(config, |_| None)
+    }
+
+    #[test]
+    fn weights_spread_a_turn_smoothly() {
+        assert_eq!(&*weighted_schedule(&[1, 1, 1]), &[] as &[u16]);
+        assert_eq!(&*weighted_schedule(&[3, 1]), &[0, 0, 1, 0]);
+        assert_eq!(&*weighted_schedule(&[5, 1, 1]), &[0, 0, 1, 0, 2, 0, 0]);
+        let p = weighted(&[3, 1], Balancing::RoundRobin);
+        let picks: Vec<_> = (0..8).filter_map(|_| p.select(Tried::default())).collect();
+        assert_eq!(picks, [0, 0, 1, 0, 0, 0, 1, 0]);
+        // Failover still reaches every upstream within a turn.
+        p.upstreams[0].state.set_healthy(false);
+        for _ in 0..4 {
+            assert_eq!(p.select(Tried::default()), Some(1));
+        }
+    }
+
+    #[test]
+    fn least_request_weighs_load_against_weight() {
+        let p = weighted(&[4, 1], Balancing::LeastRequest);
+        // Three requests on the heavy upstream are less load per weight than one on the light.
+        let _heavy: Vec<_> = (0..3).filter_map(|_| p.begin_request(0)).collect();
+        let _light = p.begin_request(1);
+        for _ in 0..20 {
+            assert_eq!(p.select(Tried::default()), Some(0));
+        }
+    }
+
+    #[test]
+    fn the_retry_budget_is_a_share_of_the_requests_with_a_floor() {
+        let budget = RetryBudget::new(20);
+        let start = budget.window.load(Ordering::Relaxed) * BUDGET_WINDOW_MS;
+        // A quiet pool still has the floor.
+        let granted = (0..50).filter(|_| budget.try_retry(start)).count() as u64;
+        assert_eq!(granted, MIN_RETRIES_PER_WINDOW);
+        // 200 requests allow 40 retries in the window, 10 of which are spent.
+        for _ in 0..200 {
+            budget.note_request(start + 1);
+        }
+        let granted = (0..100).filter(|_| budget.try_retry(start + 2)).count();
+        assert_eq!(granted, 30);
+        // The next window starts with the last one's requests, and no retries spent.
+        let next = start + BUDGET_WINDOW_MS;
+        let granted = (0..100).filter(|_| budget.try_retry(next)).count();
+        assert_eq!(granted, 40);
+        // After a silent window there is nothing to carry.
+        let later = next + 3 * BUDGET_WINDOW_MS;
+        let granted = (0..100).filter(|_| budget.try_retry(later)).count() as u64;
+        assert_eq!(granted, MIN_RETRIES_PER_WINDOW);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod etcd;
 pub mod fleet;
+pub mod grpc;
 pub mod load;
 pub mod metrics;
 pub mod pebble;

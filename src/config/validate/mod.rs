@@ -14,14 +14,16 @@ use http::{HeaderName, HeaderValue};
 use super::error::{ConfigError, KeyPath};
 use super::file::{
     AdminFile, CertificateFile, FileConfig, GatewayFile, HealthCheckFile, HostFile,
-    LoadBalancingFile, LogFormatFile, PoolFile, TenantFile, TenantStatusFile, UpstreamTlsFile,
+    LoadBalancingFile, LogFormatFile, PoolFile, RetriesFile, TenantFile, TenantStatusFile,
+    UpstreamProtocolFile, UpstreamTlsFile,
 };
 use super::model::{
     AdminSettings, Balancing, CaBundle, CanaryConfig, CertificateConfig, GatewayConfig,
     GatewaySettings, HealthCheckConfig, HostConfig, HostRoute, HstsConfig, LogFormat, PoolConfig,
-    PoolTimeouts, Probe, RoutingConfig, TenantConfig, TenantSource, TlsConfig, UpstreamConfig,
-    UpstreamTls, DEFAULT_CONNECT_TIMEOUT_MS, DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS,
-    DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS,
+    PoolTimeouts, Probe, RetryPolicy, RoutingConfig, TenantConfig, TenantSource, TlsConfig,
+    UpstreamConfig, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT_MS,
+    DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS, DEFAULT_IDLE_TIMEOUT_MS,
+    DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS, MAX_UPSTREAM_WEIGHT,
 };
 use crate::host::{canonical_domain, label_below};
 use crate::tenant::{check_slug, TenantId, TenantStatus};
@@ -360,6 +362,64 @@ impl Validator {
         }
     }
 
+    /// A pool's `retries`: a table of its own means a bound (`attempts`, default 2) and a budget
+    /// (default 20 %).
+    fn retries(&mut self, at: &KeyPath, r: &RetriesFile) -> RetryPolicy {
+        let attempts = r.attempts.unwrap_or(2);
+        if !(1..=10).contains(&attempts) {
+            self.errors.push(ConfigError::at_value(
+                at.key("attempts"),
+                "must be from 1 (no retry) to 10",
+            ));
+        }
+        let mut policy = RetryPolicy {
+            attempts: Some(attempts),
+            on_connect: true,
+            on_reset: true,
+            on_5xx: false,
+            methods: None,
+            budget_percent: Some(r.budget_percent.unwrap_or(20)),
+        };
+        if let Some(on) = &r.on {
+            policy.on_connect = false;
+            policy.on_reset = false;
+            for (i, cause) in on.iter().enumerate() {
+                match cause.as_str() {
+                    "connect" => policy.on_connect = true,
+                    "reset" => policy.on_reset = true,
+                    "5xx" => policy.on_5xx = true,
+                    other => self.errors.push(ConfigError::at_value(
+                        at.key("on").index(i),
+                        format!("{other:?} is not one of connect, reset, 5xx"),
+                    )),
+                }
+            }
+        }
+        if let Some(methods) = &r.methods {
+            let mut parsed = Vec::with_capacity(methods.len());
+            for (i, m) in methods.iter().enumerate() {
+                match http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(method) => parsed.push(method),
+                    Err(_) => self.errors.push(ConfigError::at_value(
+                        at.key("methods").index(i),
+                        format!("{m:?} is not an HTTP method"),
+                    )),
+                }
+            }
+            policy.methods = Some(parsed);
+        }
+        if policy
+            .budget_percent
+            .is_some_and(|p| !(1..=100).contains(&p))
+        {
+            self.errors.push(ConfigError::at_value(
+                at.key("budget_percent"),
+                "must be from 1 to 100",
+            ));
+        }
+        policy
+    }
+
     /// `[gateway] trusted_proxies`: addresses and networks.
     fn trusted_proxies(&mut self, entries: Option<&[String]>) -> Arc<IpList> {
         let at = KeyPath::root().key("gateway").key("trusted_proxies");
@@ -505,8 +565,16 @@ impl Validator {
             ));
         }
         let mut upstreams: Vec<UpstreamConfig> = Vec::new();
-        for (i, text) in p.upstreams.iter().enumerate() {
+        for (i, entry) in p.upstreams.iter().enumerate() {
             let key = at.key("upstreams").index(i);
+            let text = &entry.addr;
+            let weight = entry.weight.unwrap_or(1);
+            if !(1..=MAX_UPSTREAM_WEIGHT).contains(&weight) {
+                self.errors.push(ConfigError::at_value(
+                    key.key("weight"),
+                    format!("must be from 1 to {MAX_UPSTREAM_WEIGHT}"),
+                ));
+            }
             match resolve_upstream(text) {
                 Ok(addrs) => {
                     for addr in addrs {
@@ -519,6 +587,7 @@ impl Validator {
                             upstreams.push(UpstreamConfig {
                                 label: text.clone(),
                                 addr,
+                                weight,
                             });
                         }
                     }
@@ -574,10 +643,46 @@ impl Validator {
             .tls
             .as_ref()
             .and_then(|t| self.upstream_tls(&at.key("tls"), t, &upstreams, folder));
+        let retries = p
+            .retries
+            .as_ref()
+            .map(|r| self.retries(&at.key("retries"), r))
+            .unwrap_or_default();
+        let protocol = match p.protocol {
+            None | Some(UpstreamProtocolFile::Http1) => UpstreamProtocol::Http1,
+            Some(UpstreamProtocolFile::H2) => {
+                if p.tls.is_none() {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("protocol"),
+                        "h2 is HTTP/2 over TLS: add tls = { ... } to the pool, or use h2c for HTTP/2 in the clear",
+                    ));
+                }
+                UpstreamProtocol::H2
+            }
+            Some(UpstreamProtocolFile::H2c) => {
+                if p.tls.is_some() {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("protocol"),
+                        "h2c is HTTP/2 in the clear: with tls, write protocol = \"h2\"",
+                    ));
+                }
+                UpstreamProtocol::H2c
+            }
+        };
+        if protocol != UpstreamProtocol::Http1
+            && p.health_check.as_ref().is_some_and(|hc| hc.path.is_some())
+        {
+            self.errors.push(ConfigError::at_key(
+                at.key("health_check").key("path"),
+                "HTTP health checks speak HTTP/1.1; an HTTP/2 pool is checked by TCP connect (leave path out)",
+            ));
+        }
         (self.errors.len() == before).then(|| PoolConfig {
             name: name.to_owned(),
             tls,
             upstreams,
+            retries,
+            protocol,
             balancing: match p.load_balancing {
                 None | Some(LoadBalancingFile::RoundRobin) => Balancing::RoundRobin,
                 Some(LoadBalancingFile::LeastRequest) => Balancing::LeastRequest,
