@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use tenantgate::metrics::names;
 
 /// The per-tenant metrics: the dashboard shows each at least once.
-const PER_TENANT: [&str; 9] = [
+const PER_TENANT: [&str; 11] = [
     names::REQUESTS_TOTAL,
     names::REQUEST_DURATION_SECONDS,
     names::UPSTREAM_RESPONSE_SECONDS,
@@ -22,6 +22,8 @@ const PER_TENANT: [&str; 9] = [
     names::OVERLOADED_TOTAL,
     names::UPSTREAM_ERRORS_TOTAL,
     names::IN_FLIGHT_REQUESTS,
+    names::WEBSOCKET_CONNECTIONS,
+    names::WEBSOCKET_BYTES_TOTAL,
 ];
 
 /// The histograms, queried through their `_bucket`, `_count` and `_sum` series.

@@ -482,11 +482,14 @@ impl AdminApi {
         }
     }
 
+    /// A tenant's promotion, rollback or status change; with `close_connections`, its upgraded
+    /// connections (WebSockets) end too, which otherwise outlive a suspension or a promotion.
     async fn tenant_action(
         &self,
         actor: Actor,
         id: &str,
         action: TenantAction,
+        close_connections: bool,
         body: &[u8],
     ) -> Response<Vec<u8>> {
         let result = match action {
@@ -515,6 +518,11 @@ impl AdminApi {
                     .await
             }
         };
+        if close_connections && result.is_ok() {
+            if let Some(tenant) = self.control.table().load().tenant_by_id(id) {
+                tenant.stats.close_connections();
+            }
+        }
         self.changed(result, Some(id))
     }
 
@@ -559,6 +567,7 @@ impl AdminApi {
                 }
             }
             Route::PushTenant | Route::AddKey(_) | Route::TenantAction(..) => {
+                let close_connections = query.flag("close_connections")?.unwrap_or(false);
                 let actor = actor();
                 let body = match read_body(session).await {
                     Ok(body) => body,
@@ -567,7 +576,8 @@ impl AdminApi {
                 match route {
                     Route::AddKey(id) => self.add_key(actor, id, &body).await,
                     Route::TenantAction(id, action) => {
-                        self.tenant_action(actor, id, action, &body).await
+                        self.tenant_action(actor, id, action, close_connections, &body)
+                            .await
                     }
                     _ => self.import(actor, &body).await,
                 }

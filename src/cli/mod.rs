@@ -343,10 +343,20 @@ enum TenantsCommand {
     /// End a promotion in progress, or move a promoted tenant back to its previous pool.
     Rollback { id: String },
     /// Refuse the tenant's requests (403) without removing it.
-    Suspend { id: String },
+    Suspend {
+        id: String,
+        /// Also end its open upgraded connections (WebSockets), which otherwise stay open.
+        #[arg(long)]
+        close_connections: bool,
+    },
     /// Answer the tenant's requests 503 with Retry-After (or its maintenance page) until it is
     /// activated.
-    Maintenance { id: String },
+    Maintenance {
+        id: String,
+        /// Also end its open upgraded connections (WebSockets), which otherwise stay open.
+        #[arg(long)]
+        close_connections: bool,
+    },
     /// Serve a suspended tenant, or one in maintenance, again.
     Activate { id: String },
 }

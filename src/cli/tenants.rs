@@ -24,8 +24,8 @@ pub fn run(args: &AdminArgs, command: TenantsCommand) -> anyhow::Result<ExitCode
         | TenantsCommand::Pull { id, .. }
         | TenantsCommand::Promote { id, .. }
         | TenantsCommand::Rollback { id }
-        | TenantsCommand::Suspend { id }
-        | TenantsCommand::Maintenance { id }
+        | TenantsCommand::Suspend { id, .. }
+        | TenantsCommand::Maintenance { id, .. }
         | TenantsCommand::Activate { id } => Some(id),
     };
     if let Some(id) = id {
@@ -107,10 +107,23 @@ fn act(admin: &Admin, json: bool, command: TenantsCommand) -> anyhow::Result<Exi
             admin.post(&format!("/tenants/{id}/promote"), Some(body))?
         }
         TenantsCommand::Rollback { id } => admin.post(&format!("/tenants/{id}/rollback"), None)?,
-        TenantsCommand::Suspend { id } => admin.post(&format!("/tenants/{id}/suspend"), None)?,
-        TenantsCommand::Maintenance { id } => {
-            admin.post(&format!("/tenants/{id}/maintenance"), None)?
-        }
+        TenantsCommand::Suspend {
+            id,
+            close_connections,
+        } => admin.post(
+            &format!("/tenants/{id}/suspend{}", close_query(*close_connections)),
+            None,
+        )?,
+        TenantsCommand::Maintenance {
+            id,
+            close_connections,
+        } => admin.post(
+            &format!(
+                "/tenants/{id}/maintenance{}",
+                close_query(*close_connections)
+            ),
+            None,
+        )?,
         TenantsCommand::Activate { id } => admin.post(&format!("/tenants/{id}/activate"), None)?,
         TenantsCommand::Check { .. }
         | TenantsCommand::Pull { .. }
@@ -552,6 +565,13 @@ fn print_tenant_table(body: &Value) {
         body["total"],
         if body["total"] == 1 { "" } else { "s" }
     );
+}
+
+fn close_query(close_connections: bool) -> &'static str {
+    match close_connections {
+        true => "?close_connections=true",
+        false => "",
+    }
 }
 
 fn status_word(paint: Paint, status: &str) -> String {

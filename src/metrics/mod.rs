@@ -45,6 +45,9 @@ pub struct ObservedTenant<'a> {
     pub in_flight: u32,
 }
 
+/// `direction` values of the WebSocket byte counter, in `TenantSeries::websocket_bytes` order.
+const DIRECTIONS: [&str; 2] = ["in", "out"];
+
 const REQUEST_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
@@ -64,6 +67,8 @@ struct TenantFamilies {
     overloaded: IntCounterVec,
     upstream_errors: IntCounterVec,
     in_flight: IntGaugeVec,
+    websocket_bytes: IntCounterVec,
+    websockets: IntGaugeVec,
 }
 
 impl TenantFamilies {
@@ -77,6 +82,8 @@ impl TenantFamilies {
             limited: Scope::ALL.map(|s| self.limited.with_label_values(&[tenant, s.as_str()])),
             overloaded: self.overloaded.with_label_values(&[tenant]),
             upstream_errors: self.upstream_errors.with_label_values(&[tenant]),
+            websocket_bytes: DIRECTIONS
+                .map(|d| self.websocket_bytes.with_label_values(&[tenant, d])),
         }
     }
 
@@ -94,6 +101,12 @@ impl TenantFamilies {
         let _ = self.overloaded.remove_label_values(&[tenant]);
         let _ = self.upstream_errors.remove_label_values(&[tenant]);
         let _ = self.in_flight.remove_label_values(&[tenant]);
+        for direction in DIRECTIONS {
+            let _ = self
+                .websocket_bytes
+                .remove_label_values(&[tenant, direction]);
+        }
+        let _ = self.websockets.remove_label_values(&[tenant]);
     }
 }
 
@@ -241,6 +254,16 @@ impl Metrics {
             in_flight: gauge_vec(
                 IN_FLIGHT_REQUESTS,
                 "Requests in flight, by tenant",
+                &[LABEL_TENANT],
+            ),
+            websocket_bytes: counter_vec(
+                WEBSOCKET_BYTES_TOTAL,
+                "Bytes of upgraded (WebSocket) connections, by tenant and direction (in: from clients)",
+                &[LABEL_TENANT, LABEL_DIRECTION],
+            ),
+            websockets: gauge_vec(
+                WEBSOCKET_CONNECTIONS,
+                "Upgraded (WebSocket) connections open, by tenant",
                 &[LABEL_TENANT],
             ),
         };
@@ -499,21 +522,32 @@ impl Metrics {
             .set(i64::try_from(labelled.len()).unwrap_or(i64::MAX));
     }
 
-    /// Requests in flight per labelled tenant, and the others' sum under `_other`.
+    /// Requests in flight and open WebSocket connections per labelled tenant, and the others'
+    /// sums under `_other`.
     fn observe_in_flight(&self, table: &impl ObservedTable) {
-        let mut other = 0i64;
+        let (mut other, mut other_open) = (0i64, 0i64);
         for t in table.observed_tenants() {
             let n = i64::from(t.in_flight);
+            let open = i64::try_from(t.stats.open_connections()).unwrap_or(i64::MAX);
             if t.stats.has_own_series() {
                 self.families.in_flight.with_label_values(&[t.id]).set(n);
+                self.families
+                    .websockets
+                    .with_label_values(&[t.id])
+                    .set(open);
             } else {
                 other += n;
+                other_open += open;
             }
         }
         self.families
             .in_flight
             .with_label_values(&[names::OTHER_TENANTS])
             .set(other);
+        self.families
+            .websockets
+            .with_label_values(&[names::OTHER_TENANTS])
+            .set(other_open);
     }
 
     pub fn observe_gateway_error(&self, error: GatewayError) {

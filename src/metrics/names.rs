@@ -20,6 +20,8 @@ pub const IN_FLIGHT_REQUESTS: &str = "tenantgate_in_flight_requests";
 pub const GATEWAY_ERRORS_TOTAL: &str = "tenantgate_gateway_errors_total";
 pub const UPSTREAM_RETRIES_TOTAL: &str = "tenantgate_upstream_retries_total";
 pub const UPSTREAM_RETRIES_REFUSED_TOTAL: &str = "tenantgate_upstream_retries_refused_total";
+pub const WEBSOCKET_CONNECTIONS: &str = "tenantgate_websocket_connections";
+pub const WEBSOCKET_BYTES_TOTAL: &str = "tenantgate_websocket_bytes_total";
 pub const UPSTREAM_EJECTIONS_TOTAL: &str = "tenantgate_upstream_ejections_total";
 pub const UPSTREAM_HEALTHY: &str = "tenantgate_upstream_healthy";
 pub const CONFIG_GENERATION: &str = "tenantgate_config_generation";
@@ -54,6 +56,8 @@ pub const ALL: &[&str] = &[
     OVERLOADED_TOTAL,
     UPSTREAM_ERRORS_TOTAL,
     IN_FLIGHT_REQUESTS,
+    WEBSOCKET_CONNECTIONS,
+    WEBSOCKET_BYTES_TOTAL,
     GATEWAY_ERRORS_TOTAL,
     UPSTREAM_RETRIES_TOTAL,
     UPSTREAM_RETRIES_REFUSED_TOTAL,
@@ -94,6 +98,8 @@ pub const LABEL_CERT: &str = "cert";
 /// The first DNS name a certificate serves.
 pub const LABEL_NAME: &str = "name";
 pub const LABEL_OUTCOME: &str = "outcome";
+/// `in` (from clients) or `out` (to clients).
+pub const LABEL_DIRECTION: &str = "direction";
 /// Why a retry was not made: `attempts` or `budget`.
 pub const LABEL_REASON: &str = "reason";
 /// The `cert` value of certificates issued by ACME (their `name` is the domain).

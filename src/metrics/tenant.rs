@@ -32,6 +32,8 @@ pub struct TenantSeries {
     pub(super) limited: [IntCounter; Scope::ALL.len()],
     pub(super) overloaded: IntCounter,
     pub(super) upstream_errors: IntCounter,
+    /// Bytes of upgraded (WebSocket) connections, `[in, out]`.
+    pub(super) websocket_bytes: [IntCounter; 2],
 }
 
 /// What one finished request leaves in its tenant's metrics.
@@ -47,6 +49,8 @@ pub struct RequestRecord {
     pub limited: Option<Scope>,
     pub overloaded: bool,
     pub upstream_errors: u32,
+    /// An upgraded connection: its bytes are WebSocket bytes, not body bytes.
+    pub websocket: bool,
 }
 
 impl TenantSeries {
@@ -58,11 +62,15 @@ impl TenantSeries {
         if let Some(seconds) = r.upstream_seconds {
             self.upstream.observe(seconds);
         }
+        let [bytes_in, bytes_out] = match r.websocket {
+            true => [&self.websocket_bytes[0], &self.websocket_bytes[1]],
+            false => [&self.bytes_in, &self.bytes_out],
+        };
         if r.bytes_in > 0 {
-            self.bytes_in.inc_by(r.bytes_in);
+            bytes_in.inc_by(r.bytes_in);
         }
         if r.bytes_out > 0 {
-            self.bytes_out.inc_by(r.bytes_out);
+            bytes_out.inc_by(r.bytes_out);
         }
         if let Some(scope) = r.limited {
             self.limited[scope.index()].inc();
@@ -92,6 +100,32 @@ pub struct TenantStats {
     /// Requests since the tenant appeared; `recent` is reset by the guard, this never is.
     total: AtomicU64,
     rate: RateWindow,
+    /// Upgraded (WebSocket) connections open now.
+    websockets: AtomicU64,
+    /// Bumped when an operator asks for the tenant's open connections to be closed; an upgraded
+    /// connection that saw another value ends.
+    close_generation: AtomicU64,
+}
+
+/// An upgraded connection of a tenant, counted open until dropped (when its session ends).
+#[derive(Debug)]
+pub struct OpenConnection {
+    stats: std::sync::Arc<TenantStats>,
+    /// The tenant's close generation when the connection was upgraded.
+    generation: u64,
+}
+
+impl OpenConnection {
+    /// Whether an operator has asked for it to be closed since it opened.
+    pub fn must_close(&self) -> bool {
+        self.stats.close_generation.load(Ordering::Relaxed) != self.generation
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.stats.websockets.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Seconds the live request rate (`GET /tenants/{id}`, `tenants show`) is averaged over.
@@ -111,6 +145,24 @@ struct RateWindow {
 impl TenantStats {
     pub fn has_own_series(&self) -> bool {
         self.series.load().is_some()
+    }
+
+    /// Counts an upgraded connection open until the returned guard drops.
+    pub fn connection_upgraded(self: &std::sync::Arc<Self>) -> OpenConnection {
+        self.websockets.fetch_add(1, Ordering::Relaxed);
+        OpenConnection {
+            stats: std::sync::Arc::clone(self),
+            generation: self.close_generation.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn open_connections(&self) -> u64 {
+        self.websockets.load(Ordering::Relaxed)
+    }
+
+    /// Ends the tenant's upgraded connections: each at its next frame, either way.
+    pub fn close_connections(&self) {
+        self.close_generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a finished request on the tenant's own series, or on `other`.

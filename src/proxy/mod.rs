@@ -43,7 +43,7 @@ use crate::limits::concurrency::Permit;
 use crate::limits::fleet::Fleet;
 use crate::limits::gcra::Quota;
 use crate::limits::Limited;
-use crate::metrics::tenant::RequestRecord;
+use crate::metrics::tenant::{OpenConnection, RequestRecord};
 use crate::metrics::Metrics;
 use crate::snapshot::{Route, RoutingTable, TableHandle};
 use crate::tls::ClientServerName;
@@ -114,6 +114,8 @@ pub struct RequestCtx {
     body_bytes: u64,
     /// `upstream_response_filter` refused a 5xx so that another upstream gets the request.
     retrying_status: bool,
+    /// The connection was upgraded (WebSocket): counted open until the session ends.
+    upgraded: Option<OpenConnection>,
 }
 
 /// What went wrong with an attempt, as a pool's `retries.on` names it.
@@ -212,6 +214,7 @@ impl ProxyHttp for Gateway {
             body_limit: None,
             body_bytes: 0,
             retrying_status: false,
+            upgraded: None,
         }
     }
 
@@ -300,7 +303,8 @@ impl ProxyHttp for Gateway {
     }
 
     /// Counts a streaming body against the tenant's `max_request_body_bytes` (a declared
-    /// `Content-Length` was checked in admission). `Err` ends the request: `fail_to_proxy` answers
+    /// `Content-Length` was checked in admission); on an upgraded connection, ends it when an
+    /// operator closed the tenant's connections. `Err` ends the request: `fail_to_proxy` answers
     /// 413 `request_too_large` unless the upstream has already answered.
     async fn request_body_filter(
         &self,
@@ -309,6 +313,9 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(upgraded) = &ctx.upgraded {
+            return close_if_asked(upgraded);
+        }
         let Some(limit) = ctx.body_limit else {
             return Ok(());
         };
@@ -477,15 +484,36 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    /// On an upgraded connection (WebSocket), ends it when an operator closed the tenant's
+    /// connections since it opened. `Err` ends the connection.
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        match &ctx.upgraded {
+            Some(upgraded) => close_if_asked(upgraded).map(|()| None),
+            None => Ok(None),
+        }
+    }
+
     /// Returns the request id to the client with the upstream's response, the `RateLimit-*` headers
-    /// of a rate-limited tenant, and over HTTPS the tenant's `Strict-Transport-Security`. `Err` fails
-    /// the request.
+    /// of a rate-limited tenant, and over HTTPS the tenant's `Strict-Transport-Security`; a `101`
+    /// counts the tenant's upgraded connection open. `Err` fails the request.
     async fn response_filter(
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if upstream_response.status == StatusCode::SWITCHING_PROTOCOLS {
+            ctx.upgraded = ctx
+                .tenant
+                .and_then(|i| ctx.table.tenant(i))
+                .map(|t| t.stats.connection_upgraded());
+        }
         upstream_response.insert_header(X_REQUEST_ID_WIRE, ctx.request_id.clone())?;
         if let Some(quota) = ctx.quota {
             for (name, value) in
@@ -570,6 +598,7 @@ impl ProxyHttp for Gateway {
             limited: ctx.limited.map(|l| l.scope),
             overloaded: ctx.error == Some(GatewayError::TenantOverloaded),
             upstream_errors: ctx.upstream_errors,
+            websocket: ctx.upgraded.is_some(),
         };
         let tenant = ctx.tenant.and_then(|i| ctx.table.tenant(i));
         self.metrics
@@ -720,6 +749,17 @@ async fn respond_with_error(
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Ends an upgraded connection whose tenant's connections an operator closed.
+fn close_if_asked(upgraded: &OpenConnection) -> Result<()> {
+    match upgraded.must_close() {
+        true => Error::e_explain(
+            ErrorType::ConnectionClosed,
+            "the tenant's connections were closed by an operator",
+        ),
+        false => Ok(()),
+    }
 }
 
 /// A tenant in maintenance: 503 with `Retry-After` and its page, or a `302` to where it points.

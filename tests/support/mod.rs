@@ -19,6 +19,7 @@ pub mod process;
 pub mod redis;
 pub mod tokens;
 pub mod upstream;
+pub mod websocket;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
