@@ -28,6 +28,7 @@ pub mod request_id;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod telemetry;
 pub mod tenant;
 pub mod tls;
 pub mod traffic_policy;

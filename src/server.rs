@@ -32,6 +32,7 @@ use crate::metrics::tenant::RequestRates;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::snapshot::{RoutingTable, TableHandle};
+use crate::telemetry::Tracing;
 use crate::tls::hello::ReadClientHello;
 use crate::tls::{KeepServerName, SniResolver};
 use crate::upstream::health::HealthChecker;
@@ -57,6 +58,8 @@ pub enum StartError {
     Tls(Box<pingora::Error>),
     #[error("{0}")]
     Store(#[from] crate::control::store::OpenError),
+    #[error("{0}")]
+    Tracing(#[from] crate::telemetry::TracingError),
 }
 
 /// How this process starts.
@@ -232,6 +235,10 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
     );
     let fleet = config.gateway.fleet.clone().map(Fleet::new);
     let acme_settings = config.gateway.acme.clone();
+    let tracing = match &config.gateway.tracing {
+        Some(settings) => Some(Arc::new(Tracing::new(settings)?)),
+        None => None,
+    };
     let store_config = config.gateway.store.clone();
     let control = Arc::new(ControlPlane::new(
         config,
@@ -259,7 +266,8 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
         Arc::clone(&draining),
         fleet.clone(),
         acme.clone(),
-    );
+    )
+    .with_tracing(tracing.clone());
     let mut proxy = ProxyServiceBuilder::new(&server.configuration, gateway)
         .name("tenantgate proxy")
         .server_options(options)
@@ -296,6 +304,12 @@ pub fn build(loaded: Loaded, options: StartOptions) -> Result<GatewayServer, Sta
         scrape.threads = Some(1);
         scrape.add_tcp(&listen.to_string());
         server.add_service(scrape);
+    }
+
+    if let Some(tracing) = tracing {
+        let mut flush = background_service("tenantgate span export", SpanFlush(tracing));
+        flush.threads = Some(1);
+        server.add_service(flush);
     }
 
     let mut health = background_service(
@@ -390,4 +404,17 @@ fn ensure_free(what: &'static str, addr: SocketAddr) -> Result<(), StartError> {
     // Same socket options as Pingora's listener, so a port in TIME_WAIT is not reported as taken.
     socket.set_reuseaddr(true).map_err(listen_error)?;
     socket.bind(addr).map_err(listen_error)
+}
+
+/// Sends the spans still queued when the process stops (the exporter's own thread would be cut).
+struct SpanFlush(Arc<Tracing>);
+
+#[async_trait]
+impl pingora::services::background::BackgroundService for SpanFlush {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        let tracing = Arc::clone(&self.0);
+        // The provider's shutdown blocks on the export; off the runtime's workers.
+        let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+    }
 }

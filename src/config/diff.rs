@@ -511,6 +511,23 @@ fn settings(old: &GatewayConfig, new: &GatewayConfig, out: &mut Vec<Change>) {
         acme(&new.gateway.acme),
         true,
     );
+    let tracing = |t: &Option<super::model::TracingSettings>| {
+        t.as_ref().map_or_else(
+            || "none".to_owned(),
+            |t| {
+                format!(
+                    "{} (sample ratio {}, service {})",
+                    t.otlp_endpoint, t.sample_ratio, t.service_name
+                )
+            },
+        )
+    };
+    setting(
+        "tracing",
+        tracing(&old.gateway.tracing),
+        tracing(&new.gateway.tracing),
+        true,
+    );
     let (o, n) = (&old.routing, &new.routing);
     let series = |m: &super::model::MetricsConfig| {
         let listed: Vec<&str> = m.tenant_series.iter().map(|t| t.as_str()).collect();

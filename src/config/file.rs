@@ -37,6 +37,8 @@ pub struct FileConfig {
     /// `[acme]`: certificates for tenants' custom domains from an ACME CA. Each instance's own
     /// setting, like `[store]`.
     pub acme: Option<AcmeFile>,
+    /// `[tracing]`: a span per request, exported over OTLP. Each instance's own, like `[acme]`.
+    pub tracing: Option<TracingFile>,
     /// The store's entries were merged in (`load::merge_shared`): without them, an instance file's
     /// references to the table (a certificate's `tenant`) cannot be checked yet.
     pub merged: bool,
@@ -284,6 +286,18 @@ pub struct AdminFile {
     pub token_env: Option<String>,
     /// Ask for the token on `/metrics` too. Default `false` (scrapers often hold no secret).
     pub metrics_require_token: Option<bool>,
+}
+
+/// `[tracing]`: OpenTelemetry spans, one per request, sent to an OTLP/HTTP collector.
+#[derive(Debug, Default, Deserialize)]
+pub struct TracingFile {
+    /// The collector's OTLP/HTTP traces URL, `http://127.0.0.1:4318/v1/traces`.
+    pub otlp_endpoint: Option<String>,
+    /// The share of traces this gateway starts that are recorded (0 to 1, default 1); a request
+    /// that arrives with a `traceparent` follows its sampled flag.
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of the spans. Default `tenantgate`.
+    pub service_name: Option<String>,
 }
 
 /// `[pools.<name>]`: a set of interchangeable upstreams and how to use them.

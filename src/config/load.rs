@@ -33,6 +33,7 @@ pub const SECTIONS: &[&str] = &[
     "metrics",
     "store",
     "acme",
+    "tracing",
 ];
 
 /// Reads, decodes and validates the file at `path`.
@@ -548,6 +549,7 @@ pub fn decode_file(text: &str) -> (FileConfig, Vec<ConfigError>) {
             "metrics" => file.metrics = decode_section(value, &at, &mut errors),
             "store" => file.store = decode(value, &at, &mut errors),
             "acme" => file.acme = decode(value, &at, &mut errors),
+            "tracing" => file.tracing = decode(value, &at, &mut errors),
             other => errors.push(ConfigError {
                 span: Some(key.span()),
                 ..ConfigError::at_key(

@@ -42,9 +42,21 @@ pub struct GatewaySettings {
     pub store: Option<StoreConfig>,
     /// `[acme]`: certificates for custom domains from an ACME CA (`None`: files only).
     pub acme: Option<AcmeSettings>,
+    /// `[tracing]`: spans over OTLP (`None`: no tracing; `traceparent` passes through untouched).
+    pub tracing: Option<TracingSettings>,
 }
 
 /// Let's Encrypt's production directory, the default; its staging directory is one setting away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingSettings {
+    pub otlp_endpoint: String,
+    /// 0 to 1, checked: never NaN, so the settings compare as equal to themselves.
+    pub sample_ratio: f64,
+    pub service_name: String,
+}
+
+impl Eq for TracingSettings {}
+
 pub const LETS_ENCRYPT_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING_DIRECTORY: &str =
     "https://acme-staging-v02.api.letsencrypt.org/directory";

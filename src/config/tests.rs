@@ -227,7 +227,7 @@ fn unknown_sections_and_tenants_without_pools_are_refused() {
     assert_eq!(
         errs,
         [
-            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics, store, acme"#,
+            r#"gateway.toml:1:2: tenant: unknown section "tenant"; sections are: gateway, admin, certificates, pools, tenants, hosts, jwt, route_rules, limits, plans, metrics, store, acme, tracing"#,
             r#"gateway.toml:4:10: tenants.globex: missing `pool`: every tenant is routed to a pool"#,
         ]
     );
@@ -995,5 +995,43 @@ pool = "clear"
             "pools.checked.health_check.path",
         ],
         "{errs:#?}"
+    );
+}
+
+#[test]
+fn tracing_needs_an_endpoint_and_a_ratio_within_0_and_1() {
+    let errs = errors(
+        r#"
+[tracing]
+sample_ratio = 1.5
+service_name = ""
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+"#,
+    );
+    let keys: Vec<&str> = errs.iter().filter_map(|e| e.split(": ").nth(1)).collect();
+    assert_eq!(
+        keys,
+        ["tracing", "tracing.sample_ratio", "tracing.service_name"],
+        "{errs:#?}"
+    );
+    let c = ok(r#"
+[tracing]
+otlp_endpoint = "http://127.0.0.1:4318/v1/traces"
+
+[pools.shared]
+upstreams = ["127.0.0.1:9001"]
+
+[tenants.acme]
+pool = "shared"
+"#);
+    let t = c.gateway.tracing.expect("tracing");
+    assert_eq!(
+        (t.sample_ratio, t.service_name.as_str()),
+        (1.0, "tenantgate")
     );
 }

@@ -46,6 +46,7 @@ use crate::limits::Limited;
 use crate::metrics::tenant::{OpenConnection, RequestRecord};
 use crate::metrics::Metrics;
 use crate::snapshot::{Route, RoutingTable, TableHandle};
+use crate::telemetry::{Finished, RequestSpan, Tracing};
 use crate::tls::ClientServerName;
 use crate::upstream::{InFlight, Tried};
 use headers::{forward_headers, request_host, Forwarded, X_REQUEST_ID_WIRE};
@@ -61,6 +62,8 @@ pub struct Gateway {
     fleet: Option<Arc<Fleet>>,
     /// With `[acme]`: its pending HTTP-01 challenges are answered before tenant routing.
     acme: Option<Arc<Acme>>,
+    /// With `[tracing]`: a span per request, and `traceparent` to the upstream.
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Gateway {
@@ -76,9 +79,17 @@ impl Gateway {
             metrics: Metrics::get(),
             fleet,
             acme,
+            tracing: None,
         }
     }
+
+    pub fn with_tracing(self, tracing: Option<Arc<Tracing>>) -> Self {
+        Gateway { tracing, ..self }
+    }
 }
+
+/// W3C Trace Context's header, as the gateway sends it upstream.
+const TRACEPARENT: &str = "traceparent";
 
 /// Per-request state, carried from phase to phase.
 pub struct RequestCtx {
@@ -116,6 +127,8 @@ pub struct RequestCtx {
     retrying_status: bool,
     /// The connection was upgraded (WebSocket): counted open until the session ends.
     upgraded: Option<OpenConnection>,
+    /// With `[tracing]`: the request's span, ended in `logging`.
+    span: Option<RequestSpan>,
 }
 
 /// What went wrong with an attempt, as a pool's `retries.on` names it.
@@ -215,6 +228,7 @@ impl ProxyHttp for Gateway {
             body_bytes: 0,
             retrying_status: false,
             upgraded: None,
+            span: None,
         }
     }
 
@@ -227,6 +241,10 @@ impl ProxyHttp for Gateway {
         }
         let req = session.req_header();
         ctx.request_id = headers::request_id(&req.headers);
+        ctx.span = self
+            .tracing
+            .as_ref()
+            .map(|t| t.start(req.method.as_str(), &req.headers));
         if let Some(answer) = self
             .acme
             .as_ref()
@@ -452,7 +470,11 @@ impl ProxyHttp for Gateway {
             identity: ctx.principal.as_deref(),
             switch_tenant_header: &ctx.table.identity().switch_tenant_header,
         };
-        forward_headers(upstream_request, &forwarded)
+        forward_headers(upstream_request, &forwarded)?;
+        if let Some(span) = &ctx.span {
+            upstream_request.insert_header(TRACEPARENT, span.traceparent().clone())?;
+        }
+        Ok(())
     }
 
     /// Notes when the upstream's response header arrived, for the upstream-time metric; a 5xx of a
@@ -612,6 +634,27 @@ impl ProxyHttp for Gateway {
                 // What the promotion's error-rate gate judges: 5xx, the gateway's own included.
                 canary.stats.observe(status >= 500);
             }
+        }
+        if let Some(span) = ctx.span.take() {
+            let req = session.req_header();
+            let pool = ctx.pool();
+            span.finish(&Finished {
+                host: req.uri.host().or_else(|| {
+                    req.headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                }),
+                path: req.uri.path(),
+                status,
+                tenant: tenant.map(|t| t.id.as_str()),
+                pool: pool.map(|p| p.name()),
+                upstream: pool
+                    .zip(ctx.upstream)
+                    .and_then(|(p, i)| p.upstream(i))
+                    .map(|u| u.label.as_str()),
+                error: ctx.error.map(GatewayError::code),
+                attempts: ctx.attempts,
+            });
         }
         if ctx.table.access_log() {
             log_access(session, ctx, status, elapsed);

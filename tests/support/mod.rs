@@ -13,6 +13,7 @@ pub mod fleet;
 pub mod grpc;
 pub mod load;
 pub mod metrics;
+pub mod otlp;
 pub mod pebble;
 pub mod pki;
 pub mod process;

@@ -15,13 +15,13 @@ use super::error::{ConfigError, KeyPath};
 use super::file::{
     AdminFile, CertificateFile, FileConfig, GatewayFile, HealthCheckFile, HostFile,
     LoadBalancingFile, LogFormatFile, PoolFile, RetriesFile, TenantFile, TenantStatusFile,
-    UpstreamProtocolFile, UpstreamTlsFile,
+    TracingFile, UpstreamProtocolFile, UpstreamTlsFile,
 };
 use super::model::{
     AdminSettings, Balancing, CaBundle, CanaryConfig, CertificateConfig, GatewayConfig,
     GatewaySettings, HealthCheckConfig, HostConfig, HostRoute, HstsConfig, LogFormat, PoolConfig,
     PoolTimeouts, Probe, RetryPolicy, RoutingConfig, TenantConfig, TenantSource, TlsConfig,
-    UpstreamConfig, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT_MS,
+    TracingSettings, UpstreamConfig, UpstreamProtocol, UpstreamTls, DEFAULT_CONNECT_TIMEOUT_MS,
     DEFAULT_FAIL_TIMEOUT_MS, DEFAULT_HSTS_MAX_AGE_SECONDS, DEFAULT_IDLE_TIMEOUT_MS,
     DEFAULT_READ_TIMEOUT_MS, DEFAULT_WRITE_TIMEOUT_MS, MAX_UPSTREAM_WEIGHT,
 };
@@ -85,6 +85,7 @@ pub fn validate(file: &FileConfig, path: &Path) -> Result<GatewayConfig, Vec<Con
     let folder = path.parent().unwrap_or_else(|| Path::new(""));
     gateway.store = v.store(file.store.as_ref(), admin.listen, folder);
     gateway.acme = v.acme(file.acme.as_ref(), &gateway, folder);
+    gateway.tracing = v.tracing(file.tracing.as_ref());
     let base_domains = v.base_domains(&file.gateway.base_domains);
     let tenant_header_spelling = file
         .gateway
@@ -301,6 +302,7 @@ impl Validator {
             fleet: None,
             store: None,
             acme: None,
+            tracing: None,
         }
     }
 
@@ -418,6 +420,53 @@ impl Validator {
             ));
         }
         policy
+    }
+
+    /// `[tracing]`: where spans go, and how many.
+    fn tracing(&mut self, t: Option<&TracingFile>) -> Option<TracingSettings> {
+        let t = t?;
+        let at = KeyPath::root().key("tracing");
+        let endpoint = match t.otlp_endpoint.as_deref() {
+            None => {
+                self.errors.push(ConfigError::at_key(
+                    at.clone(),
+                    "needs otlp_endpoint, the collector's OTLP/HTTP traces URL (http://127.0.0.1:4318/v1/traces)",
+                ));
+                String::new()
+            }
+            Some(url) => {
+                let valid = url.parse::<http::Uri>().is_ok_and(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+                });
+                if !valid {
+                    self.errors.push(ConfigError::at_value(
+                        at.key("otlp_endpoint"),
+                        format!("{url:?} is not an http:// or https:// URL"),
+                    ));
+                }
+                url.to_owned()
+            }
+        };
+        let sample_ratio = t.sample_ratio.unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            self.errors.push(ConfigError::at_value(
+                at.key("sample_ratio"),
+                "must be from 0 (none) to 1 (every trace)",
+            ));
+        }
+        let service_name = t
+            .service_name
+            .clone()
+            .unwrap_or_else(|| "tenantgate".into());
+        if service_name.trim().is_empty() {
+            self.errors
+                .push(ConfigError::at_value(at.key("service_name"), "is empty"));
+        }
+        Some(TracingSettings {
+            otlp_endpoint: endpoint,
+            sample_ratio,
+            service_name,
+        })
     }
 
     /// `[gateway] trusted_proxies`: addresses and networks.
