@@ -397,9 +397,10 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
         Entity::Setting(Setting::Limits) => {
             let limits: LimitsFile = decode_section(value, &at, errors);
             if limits.redis.is_some() {
-                errors.push(ConfigError::at_key(
-                    at.key("redis"),
-                    "limits.redis is how this instance reaches Redis: it belongs in the instance's file, not the store",
+                errors.push(own_key_in_store(
+                    &at,
+                    "redis",
+                    "how this instance reaches Redis",
                 ));
             }
             file.limits = limits;
@@ -407,15 +408,25 @@ fn decode_entry(entity: &Entity, text: &str, file: &mut FileConfig, errors: &mut
         Entity::Setting(Setting::Metrics) => {
             let metrics: MetricsFile = decode_section(value, &at, errors);
             if metrics.listen.is_some() {
-                errors.push(ConfigError::at_key(
-                    at.key("listen"),
-                    "metrics.listen is where this instance serves /metrics: it belongs in the instance's file, not the store",
+                errors.push(own_key_in_store(
+                    &at,
+                    "listen",
+                    "where this instance serves /metrics",
                 ));
             }
             file.metrics = metrics;
         }
         Entity::Setting(Setting::RouteRules) => {}
     }
+}
+
+/// A key of a shared section that is each instance's own (`limits.redis`, `metrics.listen`),
+/// found in the store's entry.
+fn own_key_in_store(section: &KeyPath, key: &str, what: &str) -> ConfigError {
+    ConfigError::at_key(
+        section.key(key),
+        format!("{section}.{key} is {what}: it belongs in the instance's file, not the store"),
+    )
 }
 
 /// Puts the store's shared parts into an instance's decoded file (which holds none of them:
