@@ -531,12 +531,10 @@ impl AdminApi {
         &self,
         route: Route<'_>,
         query: &Query,
+        peer: &str,
         session: &mut ServerSession,
     ) -> Result<Response<Vec<u8>>, QueryError> {
-        let peer = session
-            .client_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
-        let actor = || guards::actor(&session.req_header().headers, &peer);
+        let actor = || guards::actor(&session.req_header().headers, peer);
         Ok(match route {
             Route::Healthz => respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
             Route::Metrics => metrics_response(&self.control),
@@ -586,6 +584,13 @@ impl AdminApi {
     }
 }
 
+/// The client's address as the audit log and refusal logs name it.
+fn peer_label(session: &ServerSession) -> String {
+    session
+        .client_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
 /// `/metrics`: the Prometheus text of every metric, on the admin listener and on `[metrics]
 /// listen`.
 pub(crate) fn metrics_response(control: &ControlPlane) -> Response<Vec<u8>> {
@@ -604,9 +609,7 @@ impl ServeHttp for AdminApi {
         if let Some(refusal) = guards::refused_client(headers) {
             return refusal;
         }
-        let peer = session
-            .client_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let peer = peer_label(session);
         let path = session.req_header().uri.path().to_owned();
         let admin = &self.control.applied().config.admin;
         if let Some(refusal) = guards::unauthorized(headers, &peer, admin, &path) {
@@ -615,7 +618,7 @@ impl ServeHttp for AdminApi {
         let query = Query::parse(session.req_header().uri.query().unwrap_or(""));
         let method = session.req_header().method.clone();
         match router::route(&method, &path) {
-            Ok(route) => match self.serve(route, &query, session).await {
+            Ok(route) => match self.serve(route, &query, &peer, session).await {
                 Ok(answer) => answer,
                 Err(e) => json_error(StatusCode::BAD_REQUEST, "bad_query", &e.to_string()),
             },

@@ -10,7 +10,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use super::views::json_error;
-use super::{guards, metrics_response};
+use super::{guards, metrics_response, peer_label};
 use crate::control::ControlPlane;
 
 pub struct ScrapeEndpoint {
@@ -46,9 +46,7 @@ impl ServeHttp for ScrapeEndpoint {
                 .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
             return answer;
         }
-        let peer = session
-            .client_addr()
-            .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        let peer = peer_label(session);
         let admin = &self.control.applied().config.admin;
         if let Some(refusal) = guards::unauthorized(&request.headers, &peer, admin, "/metrics") {
             return refusal;

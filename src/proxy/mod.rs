@@ -129,6 +129,8 @@ pub struct RequestCtx {
     upgraded: Option<OpenConnection>,
     /// With `[tracing]`: the request's span, ended in `logging`.
     span: Option<RequestSpan>,
+    /// The connection's peer address, read once (`None` on a Unix socket).
+    peer: Option<std::net::IpAddr>,
 }
 
 /// What went wrong with an attempt, as a pool's `retries.on` names it.
@@ -229,6 +231,7 @@ impl ProxyHttp for Gateway {
             retrying_status: false,
             upgraded: None,
             span: None,
+            peer: None,
         }
     }
 
@@ -253,16 +256,17 @@ impl ProxyHttp for Gateway {
             respond_with_challenge(session, answer, &ctx.request_id).await?;
             return Ok(true);
         }
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let mut buf: HostBuf = [0; MAX_HOST_LEN];
         let request = Request {
             host: request_host(&req.headers, &req.uri)
                 .and_then(|raw| normalize_host(raw, &mut buf))
                 .ok(),
             method: req.method.as_str(),
-            peer: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
+            peer: ctx.peer,
             headers: &req.headers,
             uri: &req.uri,
             connection: connection_of(session),
@@ -456,15 +460,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let tenant = ctx.tenant.and_then(|i| ctx.table.tenant(i));
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
         let forwarded = Forwarded {
             tenant_header: ctx.table.tenant_header(),
             tenant_header_spelling: ctx.table.tenant_header_spelling(),
             tenant: tenant.map(|t| &t.header_value),
-            client_ip,
+            client_ip: ctx.peer,
             proto: if is_tls(session) { "https" } else { "http" },
             request_id: &ctx.request_id,
             identity: ctx.principal.as_deref(),

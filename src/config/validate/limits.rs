@@ -288,14 +288,9 @@ impl Validator {
         if entries.is_empty() {
             return Setting::Unlimited;
         }
-        match IpList::parse(entries) {
-            Ok(list) => Setting::Limit(Arc::new(list)),
-            Err(bad) => {
-                for (i, why) in bad {
-                    self.errors.push(ConfigError::at_value(at.index(i), why));
-                }
-                Setting::Unlimited
-            }
+        match self.addresses(at, entries) {
+            Some(list) => Setting::Limit(Arc::new(list)),
+            None => Setting::Unlimited,
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
-use super::Validator;
+use super::{is_web_url, Validator};
 use crate::config::error::{ConfigError, KeyPath};
 use crate::config::file::MaintenanceFile;
 use crate::config::model::{
@@ -107,11 +107,10 @@ impl Validator {
     }
 
     fn maintenance_redirect(&mut self, at: &KeyPath, url: &str) -> MaintenanceAnswer {
-        let absolute = url
-            .parse::<http::Uri>()
-            .ok()
-            .filter(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
-        match absolute.and_then(|_| HeaderValue::from_str(url).ok()) {
+        let location = is_web_url(url)
+            .then(|| HeaderValue::from_str(url).ok())
+            .flatten();
+        match location {
             Some(location) => MaintenanceAnswer::Redirect(location),
             None => {
                 self.errors.push(ConfigError::at_value(

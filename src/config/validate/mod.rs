@@ -435,10 +435,7 @@ impl Validator {
                 String::new()
             }
             Some(url) => {
-                let valid = url.parse::<http::Uri>().is_ok_and(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-                });
-                if !valid {
+                if !is_web_url(url) {
                     self.errors.push(ConfigError::at_value(
                         at.key("otlp_endpoint"),
                         format!("{url:?} is not an http:// or https:// URL"),
@@ -472,13 +469,22 @@ impl Validator {
     /// `[gateway] trusted_proxies`: addresses and networks.
     fn trusted_proxies(&mut self, entries: Option<&[String]>) -> Arc<IpList> {
         let at = KeyPath::root().key("gateway").key("trusted_proxies");
-        match IpList::parse(entries.unwrap_or_default()) {
-            Ok(list) => Arc::new(list),
+        Arc::new(
+            self.addresses(&at, entries.unwrap_or_default())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// A list of addresses and networks at `at`; each entry that is neither is an error at its
+    /// index.
+    fn addresses(&mut self, at: &KeyPath, entries: &[String]) -> Option<IpList> {
+        match IpList::parse(entries) {
+            Ok(list) => Some(list),
             Err(bad) => {
                 for (i, why) in bad {
                     self.errors.push(ConfigError::at_value(at.index(i), why));
                 }
-                Arc::default()
+                None
             }
         }
     }
@@ -1365,6 +1371,12 @@ impl Claims<'_> {
 /// Whether two listeners would bind the same port on a shared address.
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+/// An absolute `http://` or `https://` URL with a host (a collector, a status page).
+fn is_web_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
 }
 
 /// A header name for the life of the process. Pingora copies a header name on every insert unless it is
